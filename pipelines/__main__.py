@@ -1,0 +1,30 @@
+"""Command line: ``python -m pipelines COMMAND [...]``; ``python -m pipelines COMMAND --help`` for each."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "simulate": ("pipelines.data.twin.simulate", "write a simulated subject in the CC2017 layout"),
+    "inspect": ("pipelines.data.inspect", "run the CC2017 reader on a data set and summarise it"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: python -m pipelines COMMAND [options]\n\ncommands:")
+        for name, (_, text) in COMMANDS.items():
+            print(f"  {name:<10} {text}")
+        print("\nRun 'python -m pipelines COMMAND --help' for a command's options.")
+        return 0
+    if argv[0] not in COMMANDS:
+        print(f"error: unknown command {argv[0]!r}; expected one of {sorted(COMMANDS)}.", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    return module.main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

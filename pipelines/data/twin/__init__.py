@@ -1,0 +1,1 @@
+"""The simulated subject ("twin"): procedural stimuli with exact flow, and a brain on HCP grayordinates."""
