@@ -285,7 +285,8 @@ def _build(train_runs: list[Run], test_runs: list[Run], config: CC2017Config, ke
         "test": [rows(run, load_selected(run), False) for run in test_runs],
     }
     progress.close()
-    splits = {name: _concat(chunks) for name, chunks in parts.items()}
+    train = _concat(parts.pop("train"))
+    splits = {"train": train, **{name: _concat(chunks, like=train) for name, chunks in parts.items()}}
 
     # 4. Standardise with training statistics only.
     extras = {
@@ -329,9 +330,11 @@ def _check_same_cortex(path: Path, columns: np.ndarray, reference: np.ndarray | 
     return columns
 
 
-def _concat(chunks: list[Split]) -> Split:
+def _concat(chunks: list[Split], like: Split | None = None) -> Split:
+    """Concatenate per-run splits; with no runs, an empty split shaped like ``like``."""
     if not chunks:
-        return Split(np.zeros((0, 0), np.float32), np.array([], str), np.array([], int), np.array([], int))
+        empty = np.zeros((0, *like.fmri.shape[1:]), np.float32)
+        return Split(empty, np.array([], str), np.array([], np.int64), np.array([], np.int64))
     return Split(
         fmri=np.concatenate([c.fmri for c in chunks]),
         run=np.concatenate([c.run for c in chunks]),

@@ -282,3 +282,11 @@ def test_too_many_validation_segments(layout):
         ValueError, match=r"n_val_segments: expected 0..1 \(selection needs >= 2 training segments\), got 2"
     ):
         cc2017.prepare_cc2017(layout, dataclasses.replace(CONFIG, n_val_segments=2), cache_dir="")
+
+
+def test_no_validation_segments(fixture):
+    root, _ = fixture
+    ds = cc2017.prepare_cc2017(root, dataclasses.replace(CONFIG, n_val_segments=0), cache_dir="")
+    assert len(ds.splits["val"]) == 0 and ds.splits["val"].fmri.shape == (0, 3)
+    assert ds.splits["val"].frames.shape == (0, 2, 16, 16, 3)
+    assert len(ds.splits["train"]) == 3 * 238
