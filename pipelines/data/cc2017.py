@@ -240,7 +240,7 @@ def _build(train_runs: list[Run], test_runs: list[Run], config: CC2017Config, ke
         repeats = []
         for path in run.repeats:
             data, columns, grayordinates = load_run(path, run, config)
-            reference = _check_same_cortex(path, columns, reference)
+            reference = _check_same_cortex(path, columns, grayordinates, reference)
             repeats.append(data)
             progress.update()
         if len(repeats) < 2:
@@ -272,8 +272,8 @@ def _build(train_runs: list[Run], test_runs: list[Run], config: CC2017Config, ke
     def load_selected(run: Run) -> list[np.ndarray]:
         out = []
         for path in run.repeats:
-            data, columns, _ = load_run(path, run, config)
-            _check_same_cortex(path, columns, reference)
+            data, columns, grayordinates = load_run(path, run, config)
+            _check_same_cortex(path, columns, grayordinates, reference)
             out.append(data)
             progress.update()
         return out
@@ -290,7 +290,7 @@ def _build(train_runs: list[Run], test_runs: list[Run], config: CC2017Config, ke
 
     # 4. Standardise with training statistics only.
     extras = {
-        "cortex_grayordinates": grayordinates,
+        "cortex_grayordinates": reference[1],
         "reliability_t": reliability.t.astype(np.float32),
         "reliability_p_bonferroni": reliability.p_bonferroni,
         "selected_cortex_index": selected,
@@ -311,7 +311,7 @@ def _build(train_runs: list[Run], test_runs: list[Run], config: CC2017Config, ke
         name="cc2017",
         subject=f"subject{config.subject}",
         splits=splits,
-        voxel_grayordinates=grayordinates[selected],
+        voxel_grayordinates=reference[1][selected],
         tr=config.tr,
         clip_seconds=config.tr,
         fps=config.clips.fps,
@@ -321,13 +321,18 @@ def _build(train_runs: list[Run], test_runs: list[Run], config: CC2017Config, ke
     )
 
 
-def _check_same_cortex(path: Path, columns: np.ndarray, reference: np.ndarray | None) -> np.ndarray:
-    if reference is not None and not np.array_equal(columns, reference):
+def _check_same_cortex(
+    path: Path, columns: np.ndarray, grayordinates: np.ndarray, reference: tuple[np.ndarray, np.ndarray] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Check that a file has the first training file's cortical columns and vertices; return the reference."""
+    if reference is not None and not (
+        np.array_equal(columns, reference[0]) and np.array_equal(grayordinates, reference[1])
+    ):
         raise ValueError(
             f"{path} has a different cortical grayordinate layout ({columns.size} columns) from the first "
-            f"training file ({reference.size}); expected every run of the subject on the same axis."
+            f"training file ({reference[0].size}); expected every run of the subject on the same axis."
         )
-    return columns
+    return columns, grayordinates
 
 
 def _concat(chunks: list[Split], like: Split | None = None) -> Split:

@@ -290,3 +290,10 @@ def test_no_validation_segments(fixture):
     assert len(ds.splits["val"]) == 0 and ds.splits["val"].fmri.shape == (0, 3)
     assert ds.splits["val"].frames.shape == (0, 2, 16, 16, 3)
     assert len(ds.splits["train"]) == 3 * 238
+
+
+def test_runs_on_different_axes_are_rejected(layout):
+    swapped = small_axis(subcortex_first=False)  # same vertices, cortex in other columns
+    cifti.write_dtseries(run_file(layout, "test1", 2), np.ones((245, 7)), 2.0, swapped)
+    with pytest.raises(ValueError, match=r"test1_2_Atlas.dtseries.nii has a different cortical grayordinate layout"):
+        cc2017.prepare_cc2017(layout, CONFIG, cache_dir="")
