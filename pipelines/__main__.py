@@ -8,6 +8,14 @@ import sys
 COMMANDS = {
     "simulate": ("pipelines.data.twin.simulate", "write a simulated subject in the CC2017 layout"),
     "inspect": ("pipelines.data.inspect", "run the CC2017 reader on a data set and summarise it"),
+    "train-backbones": (
+        "pipelines.training.backbones.train_all",
+        "train the demo-tier backbones on a simulated subject",
+    ),
+    "evaluate-backbones": (
+        "pipelines.training.backbones.evaluate_all",
+        "measure the demo-tier backbones on test clips",
+    ),
 }
 
 

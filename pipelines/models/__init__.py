@@ -1,0 +1,1 @@
+"""Models: nn.Modules with a config dataclass and save/load. No optimizer, loss loop or file reading of data."""

@@ -1,0 +1,1 @@
+"""Training: loops that read top to bottom; models hold no training code."""

@@ -1,0 +1,291 @@
+"""Train and evaluate the demo-tier CLIP (a small open_clip model) on simulated frames and their captions.
+
+Pairs: one random frame of a random training clip with that clip's caption (a caption describes the whole 2-s
+clip, so every frame of it is a positive). Loss: open_clip's own ``ClipLoss`` (symmetric InfoNCE over the batch)
+with the learnable temperature clamped at 100, as open_clip's training script does. No horizontal flips: captions
+say "to the left". A batch never holds two clips with the same caption text, which would be false negatives.
+
+Metric: frame → caption retrieval. The middle frame of each clip ranks ``n_candidates`` captions: its own and
+``n_candidates − 1`` distinct other caption texts of the same split, drawn with a fixed seed. Checkpoints are
+selected on 1 − top-1 of the validation split; the reported numbers (top-1, top-5, chance) come from the test split.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from open_clip.loss import ClipLoss
+
+from pipelines.features import demo_tier
+from pipelines.features.backbones import ImageTextEncoder, load_backbone, to_tensor
+from pipelines.training.backbones.data import BackboneData
+from pipelines.training.loop import LoopConfig, train
+
+VAL_CANDIDATES = 100  # captions each validation frame ranks (fewer if the split has fewer distinct captions)
+MAX_LOGIT_SCALE = float(np.log(100.0))  # open_clip's clamp of the learnable temperature
+ENCODE_BATCH = 256  # frames per encode_image call in evaluation
+
+
+def _split_frames(data: BackboneData, split: str) -> np.ndarray:
+    """The frames of ``split``, checked: uint8 array of shape (n_clips, n_frames, height, width, 3)."""
+    frames = data.split(split).frames
+    if frames is None or frames.ndim != 5 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        got = "None" if frames is None else f"{frames.dtype} array of shape {frames.shape}"
+        raise ValueError(
+            f"data.split({split!r}).frames: expected a uint8 array of shape (n_clips, n_frames, height, width, 3), "
+            f"got {got}. Prepare the dataset with clip frames (load_backbone_data does)."
+        )
+    return frames
+
+
+def _normalised(frames: np.ndarray, image_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 frames (n, height, width, 3) → CLIP input (n, 3, image_size, image_size), as ImageTextEncoder does."""
+    x = to_tensor(frames, device)
+    x = F.interpolate(x, size=(image_size, image_size), mode="bicubic", align_corners=False, antialias=True)
+    mean = torch.tensor(demo_tier.OPENAI_MEAN, device=x.device)[:, None, None]
+    std = torch.tensor(demo_tier.OPENAI_STD, device=x.device)[:, None, None]
+    return (x.clamp(0, 1) - mean) / std
+
+
+def caption_batches(
+    frames: np.ndarray, captions: np.ndarray, config: demo_tier.DemoClipConfig, batch_size: int
+) -> Callable[[np.random.Generator], tuple[torch.Tensor, torch.Tensor]]:
+    """A batch sampler of (frame, caption) pairs with no caption text twice in a batch.
+
+    Parameters
+    ----------
+    frames : array of shape (n_clips, n_frames, height, width, 3), uint8
+    captions : array of shape (n_clips,), str
+    config : DemoClipConfig
+        Image size and context length of the model.
+    batch_size : int
+        Pairs per batch; at most the number of distinct caption texts.
+
+    Returns
+    -------
+    callable
+        rng → (images, tokens): tensors of shape (batch_size, 3, image_size, image_size), float32, normalised with
+        the OpenAI mean and std, and (batch_size, context_length), int64.
+    """
+    text_ids = np.unique(captions, return_inverse=True)[1]
+    tokenizer = demo_tier.clip_tokenizer(config)
+
+    def sample(rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        order = rng.permutation(len(captions))
+        _, first = np.unique(text_ids[order], return_index=True)  # first clip of each caption text in this order
+        clips = order[np.sort(first)[:batch_size]]
+        frame = rng.integers(frames.shape[1], size=len(clips))
+        return _normalised(frames[clips, frame], config.image_size), tokenizer(captions[clips].tolist())
+
+    return sample
+
+
+def clip_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """open_clip's ClipLoss of an open_clip CLIP on (images, tokens); clamps the temperature first."""
+    with torch.no_grad():  # open_clip clamps after each optimiser step; before the next forward is the same
+        model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+    device = model.logit_scale.device
+    images, tokens = (t.to(device) for t in batch)
+    image_features = model.encode_image(images, normalize=True)
+    text_features = model.encode_text(tokens, normalize=True)
+    return ClipLoss()(image_features, text_features, model.logit_scale.exp())
+
+
+def draw_candidates(captions: np.ndarray, n_candidates: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """For each clip, its own caption and ``n_candidates − 1`` other, distinct caption texts drawn at random.
+
+    Parameters
+    ----------
+    captions : array of shape (n_clips,), str
+    n_candidates : int
+        Captions each clip ranks, its own included; from 2 to the number of distinct caption texts.
+    rng : numpy Generator
+
+    Returns
+    -------
+    texts : array of shape (n_texts,), str
+        The distinct caption texts, sorted.
+    candidates : array of shape (n_clips, n_candidates), int
+        Indices into ``texts``; column 0 is the clip's own caption, the others differ from it and from each other.
+
+    Raises
+    ------
+    ValueError
+        If ``n_candidates`` is below 2 or above the number of distinct caption texts.
+    """
+    texts, own = np.unique(np.asarray(captions, dtype=str), return_inverse=True)
+    if not 2 <= n_candidates <= len(texts):
+        raise ValueError(
+            f"n_candidates: expected 2 to {len(texts)} (the number of distinct captions among {len(captions)} "
+            f"clips), got {n_candidates}. Lower n_candidates."
+        )
+    others = np.stack([rng.choice(len(texts) - 1, n_candidates - 1, replace=False) for _ in own])
+    others += others >= own[:, None]  # skip each clip's own text: indices 0..n_texts-2 → all texts but own
+    return texts, np.concatenate([own[:, None], others], axis=1)
+
+
+def retrieval_accuracy(
+    encoder: ImageTextEncoder, frames: np.ndarray, captions: np.ndarray, n_candidates: int, seed: int = 0
+) -> dict[str, float]:
+    """Frame → caption retrieval: each clip's middle frame ranks its own caption among ``n_candidates``.
+
+    Parameters
+    ----------
+    encoder : ImageTextEncoder
+    frames : array of shape (n_clips, n_frames, height, width, 3), uint8
+        The middle frame (index n_frames // 2) of each clip is the query.
+    captions : array of shape (n_clips,), str
+    n_candidates : int
+        See :func:`draw_candidates`.
+    seed : int
+        Seeds the drawing of candidates.
+
+    Returns
+    -------
+    dict
+        ``top1`` and ``top5``: fractions of clips whose own caption ranks first / in the first five (ties count
+        against it).
+    """
+    texts, candidates = draw_candidates(captions, n_candidates, np.random.default_rng(seed))
+    middle = frames[:, frames.shape[1] // 2]
+    images = np.concatenate(
+        [encoder.encode_image(middle[i : i + ENCODE_BATCH]) for i in range(0, len(middle), ENCODE_BATCH)]
+    )
+    similarity = np.take_along_axis(images @ encoder.encode_text(texts.tolist()).T, candidates, axis=1)
+    rank = (similarity[:, 1:] >= similarity[:, :1]).sum(axis=1)
+    return {"top1": float(np.mean(rank == 0)), "top5": float(np.mean(rank < 5))}
+
+
+def _training_step(workdir: Path) -> int:
+    """The step a checkpoint in ``workdir`` has reached (0 if none)."""
+    state = workdir / "state.json"
+    return int(json.loads(state.read_text())["step"]) if state.is_file() else 0
+
+
+def _saved_by_this_run(directory: Path, meta: dict) -> bool:
+    """Whether ``directory`` holds this run's selected weights already (same data, steps and best checkpoint)."""
+    path = directory / "meta.json"
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    return all(saved.get(key) == meta[key] for key in ("data_key", "steps", "best_step", "best_score"))
+
+
+def train_clip(
+    data: BackboneData,
+    arch: demo_tier.DemoBackbonesConfig,
+    loop: LoopConfig,
+    backbones_dir: str | Path,
+    workdir: str | Path,
+    device: str = "cpu",
+) -> dict:
+    """Train the demo CLIP on training (frame, caption) pairs, select on validation retrieval, save it.
+
+    Parameters
+    ----------
+    data : BackboneData
+        Frames of shape (n_clips, n_frames, height, width, 3) and captions of shape (n_clips,) per split.
+    arch : DemoBackbonesConfig
+        Its ``clip`` section is the architecture.
+    loop : LoopConfig
+        Optimisation settings; ``batch_size`` pairs per step.
+    backbones_dir : str or Path
+        The model is saved to ``backbones_dir/clip`` (what ``load_backbone("clip", "demo", backbones_dir)`` reads),
+        with the returned fields but ``n_params`` and ``history`` in its ``meta.json``.
+    workdir : str or Path
+        This role's checkpoint folder; an interrupted run there is resumed. A finished run is not repeated: the call
+        returns at once and leaves ``backbones_dir/clip`` as it is if it already holds that run's weights (so its
+        ``meta.json`` keeps the training time).
+    device : str
+
+    Returns
+    -------
+    dict
+        ``data_key``, ``steps``, ``start_step`` (where this call began: ``steps`` if it only reloaded a finished
+        run), ``best_step``, ``best_score`` (1 − validation top-1), ``best_val_top1``, ``seconds`` (this call),
+        ``n_params`` and ``history`` (the loop's validation records).
+
+    Raises
+    ------
+    ValueError
+        If a split lacks frames, ``loop.batch_size`` is below 2 or above the number of distinct training captions,
+        or the validation split has fewer than 2 distinct captions.
+    """
+    start = time.time()
+    train_frames, val_frames = _split_frames(data, "train"), _split_frames(data, "val")
+    train_captions, val_captions = data.labels["train"]["caption"], data.labels["val"]["caption"]
+    n_texts = len(np.unique(train_captions))
+    if not 2 <= loop.batch_size <= n_texts:
+        raise ValueError(
+            f"loop.batch_size: expected 2 to {n_texts} (distinct training captions; a batch holds each at most "
+            f"once), got {loop.batch_size}. Lower batch_size."
+        )
+    n_val = min(VAL_CANDIDATES, len(np.unique(val_captions)))
+    if n_val < 2:
+        raise ValueError(
+            f"The validation split has {n_val} distinct captions among {len(val_captions)} clips; expected at "
+            "least 2 to select checkpoints by retrieval. Prepare the data with a validation segment."
+        )
+
+    torch.manual_seed(loop.seed)
+    model = demo_tier.build_clip(arch.clip).to(device)
+    tokenizer = demo_tier.clip_tokenizer(arch.clip)
+
+    def validate(model: torch.nn.Module) -> float:  # the wrapper load_backbone returns, around the training model
+        encoder = ImageTextEncoder(
+            model, tokenizer, arch.clip.image_size, demo_tier.OPENAI_MEAN, demo_tier.OPENAI_STD, "training"
+        )
+        return 1.0 - retrieval_accuracy(encoder, val_frames, val_captions, n_val)["top1"]
+
+    sample_batch = caption_batches(train_frames, train_captions, arch.clip, loop.batch_size)
+    start_step = _training_step(Path(workdir))
+    model, result = train("clip", model, sample_batch, clip_loss, validate, loop, workdir)
+
+    meta = {"data_key": data.dataset.key, "steps": loop.steps, "start_step": start_step,
+            "best_step": result.best_step, "best_score": result.best_score, "best_val_top1": 1 - result.best_score,
+            "val_candidates": n_val, "seconds": time.time() - start}  # fmt: skip
+    target = Path(backbones_dir) / "clip"
+    if not (start_step == loop.steps and _saved_by_this_run(target, meta)):
+        demo_tier.save_clip(model, arch.clip, target, meta)
+    return {**meta, "n_params": sum(p.numel() for p in model.parameters()), "history": result.history}
+
+
+def evaluate_clip(
+    data: BackboneData, backbones_dir: str | Path, device: str = "cpu", n_candidates: int = 100, seed: int = 0
+) -> dict:
+    """Test-split frame → caption retrieval of the saved demo CLIP.
+
+    Parameters
+    ----------
+    data : BackboneData
+    backbones_dir : str or Path
+        Holds ``clip/`` (loaded with ``load_backbone("clip", "demo", backbones_dir)``).
+    device : str
+    n_candidates : int
+        Captions each test clip's middle frame ranks: its own and ``n_candidates − 1`` other caption texts.
+    seed : int
+        Seeds the drawing of candidates.
+
+    Returns
+    -------
+    dict
+        ``clip_top1``, ``clip_top5`` (fractions of test clips), ``clip_chance`` (1 / n_candidates),
+        ``clip_n_candidates`` and ``clip_n_clips``.
+
+    Raises
+    ------
+    ValueError
+        If the test split lacks frames or ``n_candidates`` is below 2 or above its number of distinct captions.
+    FileNotFoundError
+        If ``backbones_dir/clip`` does not exist.
+    """
+    frames, captions = _split_frames(data, "test"), data.labels["test"]["caption"]
+    draw_candidates(captions, n_candidates, np.random.default_rng(seed))  # fail on n_candidates before loading
+    encoder = load_backbone("clip", "demo", backbones_dir, device)
+    scores = retrieval_accuracy(encoder, frames, captions, n_candidates, seed)
+    return {"clip_top1": scores["top1"], "clip_top5": scores["top5"], "clip_chance": 1.0 / n_candidates,
+            "clip_n_candidates": n_candidates, "clip_n_clips": len(captions)}  # fmt: skip

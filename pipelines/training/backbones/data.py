@@ -1,0 +1,47 @@
+"""What the demo backbones train on: the simulated subject's clips, split as the CC2017 reader splits them.
+
+Training uses the reader's training segments, checkpoint selection its validation segment, and every reported
+number the test runs, which training never sees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.config import load_config, preset_path
+from pipelines.data.cc2017 import CC2017Config, prepare_cc2017
+from pipelines.data.dataset import PreparedDataset, Split
+from pipelines.data.twin import groundtruth
+from pipelines.features.extract import simulated_labels
+
+
+@dataclass
+class BackboneData:
+    """The prepared simulated subject with the simulator's labels of every clip, per split."""
+
+    root: Path
+    dataset: PreparedDataset  # frames: (n_clips, 8, 64, 64, 3) uint8 per split
+    labels: dict[str, dict[str, np.ndarray]]  # split → caption, category_id, direction_bin, each (n_clips,)
+    categories: tuple[str, ...]
+
+    def split(self, name: str) -> Split:
+        return self.dataset.splits[name]
+
+
+def load_backbone_data(root: str | Path, cache_dir: str | Path | None = None) -> BackboneData:
+    """Prepare a simulated subject with the default CC2017 reader config and attach its labels.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``root`` is not a simulated subject (the backbones' captions and labels come from its ground truth).
+    """
+    root = Path(root)
+    meta = groundtruth.load_meta(root)
+    config = load_config(CC2017Config, preset_path("data", "cc2017"))
+    dataset = prepare_cc2017(root, config, cache_dir)
+    labels = {name: simulated_labels(root, split) for name, split in dataset.splits.items()}
+    return BackboneData(root, dataset, labels, tuple(meta["categories"]))

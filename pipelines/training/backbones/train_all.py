@@ -1,0 +1,115 @@
+"""``python -m pipelines train-backbones``: train every demo-tier backbone on a simulated subject.
+
+Order (each role needs the ones before it): clip → frame_classifier → vae → unet (conditioned on the CLIP text
+tower, denoising the VAE's latents) → raft. A role whose saved model is up to date (same data, same settings) is
+skipped; an interrupted role resumes from its last checkpoint in ``--workdir``. ``backbones.json`` in ``--out``
+records what was trained, on what, and how long it took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from pipelines.config import config_hash, load_config, preset_path
+from pipelines.features.demo_tier import DemoBackbonesConfig
+from pipelines.training.backbones.config import BackboneTrainingConfig
+from pipelines.training.backbones.data import load_backbone_data
+
+ORDER = ("clip", "frame_classifier", "vae", "unet", "raft")
+TRAINERS = {
+    "clip": ("pipelines.training.backbones.clip", "train_clip"),
+    "frame_classifier": ("pipelines.training.backbones.classifier", "train_frame_classifier"),
+    "vae": ("pipelines.training.backbones.vae", "train_vae"),
+    "unet": ("pipelines.training.backbones.unet", "train_unet"),
+    "raft": ("pipelines.training.backbones.raft", "train_raft"),
+}
+
+
+def up_to_date(out: Path, role: str, data_key: str, loop: dict) -> bool:
+    """True when ``out/role`` holds a model trained on ``data_key`` with the settings ``loop``."""
+    meta_path = out / role / "meta.json"
+    if not meta_path.is_file():
+        return False
+    meta = json.loads(meta_path.read_text())
+    return meta.get("data_key") == data_key and meta.get("loop") == loop
+
+
+def train_backbones(
+    data_root: str | Path,
+    out: str | Path,
+    arch: DemoBackbonesConfig,
+    training: BackboneTrainingConfig,
+    roles: tuple[str, ...] = ORDER,
+    workdir: str | Path | None = None,
+    device: str = "cpu",
+    cache_dir: str | Path | None = None,
+) -> dict:
+    """Train ``roles`` in dependency order; return and write the run summary (``out/backbones.json``)."""
+    unknown = sorted(set(roles) - set(ORDER))
+    if unknown:
+        raise ValueError(f"roles: unknown {unknown}; expected a subset of {list(ORDER)}.")
+    out = Path(out)
+    workdir = Path(workdir) if workdir is not None else out / ".checkpoints"
+    data = load_backbone_data(data_root, cache_dir)
+    summary_path = out / "backbones.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {"roles": {}}
+    summary.update({"data": str(Path(data_root).resolve()), "data_key": data.dataset.key, "device": device,
+                    "architecture": asdict(arch)})  # fmt: skip
+    for role in (r for r in ORDER if r in roles):
+        loop = getattr(training, role)
+        if up_to_date(out, role, data.dataset.key, asdict(loop)):
+            print(f"[train-backbones] {role}: up to date, skipped")
+            continue
+        module, name = TRAINERS[role]
+        trainer = getattr(importlib.import_module(module), name)
+        print(f"[train-backbones] {role}: training ({loop.steps} steps, batch {loop.batch_size})")
+        start = time.time()
+        # Checkpoints per (role, settings): the same settings resume, changed settings start afresh.
+        result = trainer(data, arch, loop, out, workdir / role / config_hash(loop, arch), device=device)
+        _record_loop(out / role, asdict(loop))
+        summary["roles"][role] = {**result, "loop": asdict(loop), "wall_seconds": round(time.time() - start, 1)}
+        out.mkdir(parents=True, exist_ok=True)
+        summary_path.write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def _record_loop(role_dir: Path, loop: dict) -> None:
+    """Add the loop settings to the role's meta.json (what up_to_date compares)."""
+    path = role_dir / "meta.json"
+    meta = json.loads(path.read_text())
+    meta["loop"] = loop
+    path.write_text(json.dumps(meta, indent=2, default=str))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipelines train-backbones``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines train-backbones",
+        description="Train the demo-tier backbones (CLIP, frame classifier, VAE, renderer UNet, RAFT-small) on a "
+        "simulated subject; resumable; skips roles that are up to date.",
+    )
+    parser.add_argument("--preset", default="demo", help="architecture preset (configs/backbones/<preset>.yaml) and "
+                        "training preset (configs/backbones/train_<preset>.yaml); default demo")  # fmt: skip
+    parser.add_argument("--data", required=True, help="simulated subject folder (python -m pipelines simulate)")
+    parser.add_argument("--out", required=True, help="backbones folder: one sub-folder per role")
+    parser.add_argument("--workdir", help="checkpoints (default OUT/.checkpoints)")
+    parser.add_argument(
+        "--roles", default=",".join(ORDER), help=f"comma-separated roles to train (default {','.join(ORDER)})"
+    )
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--cache-dir", help="prepared-dataset cache (default $MINDREEL_CACHE)")
+    parser.add_argument("overrides", nargs="*", help="KEY=VALUE training overrides, e.g. clip.steps=200 vae.lr=0.002")
+    args = parser.parse_intermixed_args(argv)
+    arch = load_config(DemoBackbonesConfig, preset_path("backbones", args.preset))
+    training = load_config(BackboneTrainingConfig, preset_path("backbones", f"train_{args.preset}"), args.overrides)
+    roles = tuple(r.strip() for r in args.roles.split(",") if r.strip())
+    summary = train_backbones(args.data, args.out, arch, training, roles, args.workdir, args.device,
+                              args.cache_dir)  # fmt: skip
+    for role, info in summary["roles"].items():
+        print(f"{role:<18} {info.get('wall_seconds', '?'):>8} s")
+    return 0

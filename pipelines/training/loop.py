@@ -1,0 +1,169 @@
+"""One resumable training loop shared by the backbone trainers (each supplies its batches, loss and validation).
+
+Reads top to bottom: sample a batch → loss → step → every ``eval_every`` steps validate, keep the best weights,
+write a checkpoint atomically. A run interrupted at any point resumes from its last checkpoint with the same
+random stream (the batch generator is re-seeded from the step number), so it ends where an uninterrupted run
+would. Checkpoint selection uses the validation score only; the trainers never pass test data here.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Optimisation settings of one backbone."""
+
+    steps: int = 1000  # optimiser steps
+    batch_size: int = 32  # samples per step
+    lr: float = 1e-3  # AdamW learning rate (peak, after warm-up)
+    weight_decay: float = 0.01  # AdamW weight decay
+    warmup: int = 50  # linear warm-up steps, then cosine decay to 10 % of lr
+    eval_every: int = 100  # steps between validation + checkpoint
+    grad_clip: float = 1.0  # max gradient norm (0: none)
+    seed: int = 0  # seeds the batches and the initialisation
+
+
+@dataclass
+class LoopResult:
+    """What a finished (or resumed-and-finished) run reports."""
+
+    best_score: float  # validation score of the kept weights (lower is better)
+    best_step: int
+    history: list[dict[str, float]]  # one entry per validation: step, train loss, score
+    seconds: float  # wall time of this process's part of the run
+
+
+def _lr(step: int, config: LoopConfig) -> float:
+    if step < config.warmup:
+        return config.lr * (step + 1) / config.warmup
+    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
+    return config.lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(1.0, progress))))
+
+
+def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp)
+    os.replace(tmp, path)
+
+
+def train(
+    name: str,
+    model: torch.nn.Module,
+    sample_batch: Callable[[np.random.Generator], Any],
+    loss_fn: Callable[[torch.nn.Module, Any], torch.Tensor],
+    validate: Callable[[torch.nn.Module], float],
+    config: LoopConfig,
+    workdir: str | Path,
+    params: list[torch.nn.Parameter] | None = None,
+) -> tuple[torch.nn.Module, LoopResult]:
+    """Train ``model`` and return it with its best validation weights loaded.
+
+    Parameters
+    ----------
+    name : str
+        Shown on the progress bar.
+    sample_batch : callable
+        rng → one training batch (anything ``loss_fn`` accepts).
+    loss_fn : callable
+        (model, batch) → scalar loss tensor.
+    validate : callable
+        model → validation score, lower is better (called in eval mode under no_grad).
+    workdir : str or Path
+        Checkpoints go here (``state.json``, and ``last``, ``best`` and ``optimizer`` as safetensors, written
+        atomically); an existing checkpoint is resumed.
+    params : list of parameters, optional
+        What to optimise (default: all of ``model``'s).
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    params = list(params) if params is not None else list(model.parameters())
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    state_path = workdir / "state.json"
+    start, history, best_score, best_step = 0, [], float("inf"), -1
+    if state_path.is_file():  # resume
+        state = json.loads(state_path.read_text())
+        if state["config"] != asdict(config):
+            raise ValueError(
+                f"{workdir} holds a checkpoint trained with {state['config']}, not {asdict(config)}; "
+                "delete the folder or use the same settings to resume."
+            )
+        model.load_state_dict(load_file(workdir / "last.safetensors"))
+        optimizer.load_state_dict(_optimizer_from_tensors(optimizer, load_file(workdir / "optimizer.safetensors")))
+        start, history = state["step"], state["history"]
+        best_score, best_step = state["best_score"], state["best_step"]
+    best = load_file(workdir / "best.safetensors") if (workdir / "best.safetensors").is_file() else None
+
+    began, losses = time.time(), []
+    progress = tqdm(range(start, config.steps), desc=name, initial=start, total=config.steps, unit="step")
+    for step in progress:
+        rng = np.random.default_rng([config.seed, step])
+        torch.manual_seed(config.seed * 1_000_003 + step)
+        model.train()
+        for group in optimizer.param_groups:
+            group["lr"] = _lr(step, config)
+        loss = loss_fn(model, sample_batch(rng))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+        optimizer.step()
+        losses.append(loss.item())
+        progress.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        if (step + 1) % config.eval_every == 0 or step + 1 == config.steps:
+            model.eval()
+            with torch.no_grad():
+                score = float(validate(model))
+            history.append(
+                {"step": step + 1, "train_loss": float(np.mean(losses[-config.eval_every :])), "score": score}
+            )
+            if score < best_score:
+                best_score, best_step = score, step + 1
+                best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                _atomic_save(best, workdir / "best.safetensors")
+            _atomic_save(model.state_dict(), workdir / "last.safetensors")
+            _atomic_save(_optimizer_to_tensors(optimizer), workdir / "optimizer.safetensors")
+            state = {"step": step + 1, "history": history, "best_score": best_score, "best_step": best_step,
+                     "config": asdict(config)}  # fmt: skip
+            tmp = state_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(state, indent=1))
+            os.replace(tmp, state_path)
+            progress.write(
+                f"{name} step {step + 1}: train loss {history[-1]['train_loss']:.4f}, validation {score:.4f}"
+            )
+    if best is not None:
+        model.load_state_dict(best)
+    model.eval()
+    return model, LoopResult(best_score, best_step, history, time.time() - began)
+
+
+def _optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """AdamW state as flat tensors (safetensors, no pickle): exp_avg, exp_avg_sq and step per parameter."""
+    out = {}
+    for index, state in optimizer.state_dict()["state"].items():
+        for key, value in state.items():
+            out[f"{index}.{key}"] = torch.as_tensor(value).reshape(-1) if key == "step" else value
+    return out
+
+
+def _optimizer_from_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> dict:
+    state_dict = copy.deepcopy(optimizer.state_dict())
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for flat, value in tensors.items():
+        index, key = flat.split(".", 1)
+        state.setdefault(int(index), {})[key] = value.reshape(()) if key == "step" else value
+    state_dict["state"] = state
+    return state_dict

@@ -1,0 +1,177 @@
+"""The demo CLIP trainer: candidates never repeat the true caption, retrieval is ranked right, the loss falls, the
+saved model loads and is evaluated, a finished run is not repeated, and bad settings are explained."""
+
+import json
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from pipelines.config import load_config, preset_path
+from pipelines.features import demo_tier
+from pipelines.features.backbones import load_backbone
+from pipelines.training.backbones.clip import (
+    caption_batches,
+    clip_loss,
+    draw_candidates,
+    evaluate_clip,
+    retrieval_accuracy,
+    train_clip,
+)
+from pipelines.training.backbones.config import BackboneTrainingConfig
+from pipelines.training.loop import LoopConfig, train
+from tests.features.conftest import TINY
+
+LOOP = load_config(BackboneTrainingConfig, preset_path("backbones", "train_tiny")).clip
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("clip")
+    summary = train_clip(tiny_data, TINY, LOOP, root / "backbones", root / "work")
+    return root, summary
+
+
+def test_candidates_are_distinct_and_never_the_true_text():
+    captions = np.array(["a red ball", "a red ball", "a blue car", "a star", "a blue car", "a moon", "a fish"])
+    for seed in range(20):
+        texts, candidates = draw_candidates(captions, 4, np.random.default_rng(seed))
+        assert texts.tolist() == sorted(set(captions)) and candidates.shape == (7, 4)
+        assert (texts[candidates[:, 0]] == captions).all()  # column 0: the clip's own caption
+        for own, row in zip(captions, texts[candidates], strict=True):
+            assert own not in row[1:] and len(set(row)) == 4
+    _, every = draw_candidates(captions, 5, np.random.default_rng(0))  # all 5 texts: each exactly once
+    assert (np.sort(every, axis=1) == np.arange(5)).all()
+
+
+@pytest.mark.parametrize("n_candidates", [1, 6])
+def test_candidates_out_of_range_are_refused(n_candidates):
+    captions = np.array(["a", "a", "b", "c", "d", "e"])
+    with pytest.raises(ValueError, match=rf"n_candidates: expected 2 to 5 .* among 6 clips\), got {n_candidates}"):
+        draw_candidates(captions, n_candidates, np.random.default_rng(0))
+
+
+class _Lookup:
+    """Stand-in encoder: an image's embedding is row (its pixel value) of IMAGES; a text's is TEXTS[text]."""
+
+    IMAGES = np.array([[1.0, 0.0, 0.0], [0.6, 0.8, 0.0], [0.0, 0.0, 1.0]])
+    TEXTS = {"x": [1.0, 0.0, 0.0], "y": [0.0, 1.0, 0.0], "z": [0.8, 0.0, 0.6]}
+
+    def encode_image(self, frames):
+        return self.IMAGES[frames[:, 0, 0, 0]]
+
+    def encode_text(self, captions):
+        return np.array([self.TEXTS[c] for c in captions])
+
+
+def test_retrieval_ranks_the_own_caption_against_every_candidate():
+    # Similarities to the texts x, y, z:  image 0: 1.0, 0.0, 0.8   image 1: 0.6, 0.8, 0.48   image 2: 0.0, 0.0, 0.6
+    # Clips with captions x, y, z show images 0, 1, 0 in their middle frame (index 2 of 4): x first, y first,
+    # z second (behind x). The other frames of clip z show image 2, which would rank z first: they must not count.
+    frames = np.zeros((3, 4, 2, 2, 3), np.uint8)
+    frames[:, 2, 0, 0, 0] = [0, 1, 0]
+    frames[2, [0, 1, 3]] = 2
+    captions = np.array(["x", "y", "z"])
+    assert retrieval_accuracy(_Lookup(), frames, captions, n_candidates=3) == {"top1": 2 / 3, "top5": 1.0}
+    frames[1, 2, 0, 0, 0] = 0  # clip y shows image 0: y last of 3
+    assert retrieval_accuracy(_Lookup(), frames, captions, n_candidates=3) == {"top1": 1 / 3, "top5": 1.0}
+
+
+def test_ties_count_against_the_own_caption():
+    frames = np.zeros((2, 1, 1, 1, 3), np.uint8)  # both clips: image 0, similarity 1.0 to "x" and to "x2"
+    encoder = _Lookup()
+    encoder.TEXTS = {"x": [1.0, 0.0, 0.0], "x2": [1.0, 0.0, 0.0]}
+    assert retrieval_accuracy(encoder, frames, np.array(["x", "x2"]), n_candidates=2)["top1"] == 0.0
+
+
+def test_loss_falls_when_overfitting_one_batch(tiny_data, tmp_path):
+    torch.manual_seed(0)
+    model = demo_tier.build_clip(TINY.clip)
+    sample = caption_batches(tiny_data.split("train").frames, tiny_data.labels["train"]["caption"], TINY.clip, 16)
+    images, tokens = sample(np.random.default_rng(0))
+    assert images.shape == (16, 3, 32, 32) and tokens.shape == (16, 16)
+    losses = []
+
+    def recorded(model, batch):
+        loss = clip_loss(model, batch)
+        losses.append(float(loss.detach()))
+        return loss
+
+    config = LoopConfig(steps=20, batch_size=16, lr=2e-3, warmup=2, eval_every=20)
+    train("clip", model, lambda rng: (images, tokens), recorded, lambda m: 0.0, config, tmp_path)
+    assert losses[0] > np.log(16)  # random weights: no better than chance over 16 pairs
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_batches_never_hold_one_caption_twice(tiny_data):
+    captions = tiny_data.labels["train"]["caption"]
+    assert len(set(captions)) < len(captions)  # the tiny subject repeats captions
+    sample = caption_batches(tiny_data.split("train").frames, captions, TINY.clip, len(set(captions)))
+    tokenizer = demo_tier.clip_tokenizer(TINY.clip)
+    for seed in range(5):
+        _, tokens = sample(np.random.default_rng(seed))
+        assert len({tuple(t) for t in tokens.tolist()}) == len(tokens) == len(set(captions))
+        assert set(map(tuple, tokens.tolist())) == set(map(tuple, tokenizer(sorted(set(captions))).tolist()))
+
+
+def test_train_save_load_evaluate(trained, tiny_data):
+    root, summary = trained
+    assert summary["steps"] == LOOP.steps and summary["start_step"] == 0
+    assert summary["best_step"] in (3, 6) and 0 <= summary["best_score"] <= 1
+    assert summary["n_params"] == sum(p.numel() for p in demo_tier.build_clip(TINY.clip).parameters())
+    assert [h["step"] for h in summary["history"]] == [3, 6]
+    meta = json.loads((root / "backbones" / "clip" / "meta.json").read_text())
+    assert meta["data_key"] == tiny_data.dataset.key and meta["role"] == "clip"
+    assert {"steps", "best_step", "best_score", "seconds"} <= set(meta)
+    encoder = load_backbone("clip", "demo", root / "backbones")
+    n_val = len(set(tiny_data.labels["val"]["caption"]))
+    val = retrieval_accuracy(encoder, tiny_data.split("val").frames, tiny_data.labels["val"]["caption"], n_val)
+    assert 1 - val["top1"] == pytest.approx(summary["best_score"])  # the saved model is the selected one
+
+    scores = evaluate_clip(tiny_data, root / "backbones", n_candidates=8)
+    assert set(scores) == {"clip_top1", "clip_top5", "clip_chance", "clip_n_candidates", "clip_n_clips"}
+    assert 0 <= scores["clip_top1"] <= scores["clip_top5"] <= 1
+    assert scores["clip_chance"] == 1 / 8 and scores["clip_n_clips"] == len(tiny_data.split("test").frames)
+    assert evaluate_clip(tiny_data, root / "backbones", n_candidates=8) == scores  # seeded
+
+
+def test_a_finished_run_is_not_repeated(trained, tiny_data):
+    root, first = trained
+    folder = root / "backbones" / "clip"
+    before = {name: (folder / name).read_bytes() for name in ("model.safetensors", "meta.json")}
+    again = train_clip(tiny_data, TINY, LOOP, root / "backbones", root / "work")
+    assert again["start_step"] == LOOP.steps  # resumed at the end: no step was taken
+    assert again["best_step"] == first["best_step"] and again["best_score"] == first["best_score"]
+    assert {name: (folder / name).read_bytes() for name in before} == before  # meta keeps the training time
+    shutil.rmtree(folder)  # a finished run whose saved folder is gone writes it again
+    train_clip(tiny_data, TINY, LOOP, root / "backbones", root / "work")
+    assert (folder / "model.safetensors").read_bytes() == before["model.safetensors"]
+
+
+def test_evaluation_errors(trained, tiny_data, tmp_path):
+    root, _ = trained
+    n_texts = len(set(tiny_data.labels["test"]["caption"]))
+    with pytest.raises(ValueError, match=rf"n_candidates: expected 2 to {n_texts} .*got 100\. Lower n_candidates"):
+        evaluate_clip(tiny_data, root / "backbones")
+    with pytest.raises(FileNotFoundError, match="clip does not exist"):
+        evaluate_clip(tiny_data, tmp_path, n_candidates=8)
+
+
+def _with_split(data, name, **changes):
+    splits = {**data.dataset.splits, name: replace(data.dataset.splits[name], **changes)}
+    return replace(data, dataset=replace(data.dataset, splits=splits))
+
+
+def test_training_errors(tiny_data, tmp_path):
+    n_texts = len(set(tiny_data.labels["train"]["caption"]))
+    with pytest.raises(ValueError, match=rf"loop.batch_size: expected 2 to {n_texts} .*got 100\. Lower batch_size"):
+        train_clip(tiny_data, TINY, replace(LOOP, batch_size=100), tmp_path / "b", tmp_path / "w")
+    n_val = len(tiny_data.labels["val"]["caption"])
+    labels = {**tiny_data.labels, "val": {**tiny_data.labels["val"], "caption": np.full(n_val, "a red ball")}}
+    with pytest.raises(ValueError, match=f"validation split has 1 distinct captions among {n_val} clips; expected"):
+        train_clip(replace(tiny_data, labels=labels), TINY, LOOP, tmp_path / "b", tmp_path / "w")
+    with pytest.raises(ValueError, match=r"data.split\('val'\).frames: expected a uint8 array .* got None"):
+        train_clip(_with_split(tiny_data, "val", frames=None), TINY, LOOP, tmp_path / "b", tmp_path / "w")
+    assert not (tmp_path / "w").exists()  # refused before any work

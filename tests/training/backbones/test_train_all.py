@@ -1,0 +1,49 @@
+"""train-backbones and evaluate-backbones end to end on the tiny subject with the tiny architectures."""
+
+import json
+
+import pytest
+
+from pipelines.training.backbones import evaluate_all, train_all
+
+REQUIRED = ("clip_top1", "clip_chance", "vae_psnr", "renderer_category_acc", "renderer_chance", "raft_epe",
+            "tvl1_epe", "zero_flow_epe")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_train_then_evaluate_every_role(tiny_twin, tmp_path, capsys):
+    out, cache = tmp_path / "backbones", str(tmp_path / "cache")
+    args = ["--preset", "tiny", "--data", str(tiny_twin), "--out", str(out), "--cache-dir", cache]
+    assert train_all.main(args) == 0
+    for role in train_all.ORDER:
+        meta = json.loads((out / role / "meta.json").read_text())
+        assert "loop" in meta and meta.get("data_key"), role
+    summary = json.loads((out / "backbones.json").read_text())
+    assert list(summary["roles"]) == list(train_all.ORDER)
+    capsys.readouterr()
+
+    assert train_all.main(args) == 0  # everything is up to date: nothing retrains
+    assert capsys.readouterr().out.count("up to date, skipped") == len(train_all.ORDER)
+
+    assert train_all.main([*args, "--roles", "clip", "clip.steps=8"]) == 0  # changed settings: retrained
+    assert "clip: training (8 steps" in capsys.readouterr().out
+
+    small = ["--clip-candidates", "5", "--renderer-samples", "3", "--renderer-steps", "2", "--raft-pairs", "3"]
+    assert (
+        evaluate_all.main(["--backbones", str(out), "--data", str(tiny_twin), "--cache-dir", cache, "--json", *small])
+        == 0
+    )
+    results = json.loads(capsys.readouterr().out)
+    for key in REQUIRED:
+        assert key in results, key
+    assert results["missing"] == [] and results["simulated"] is True
+    assert results["clip_chance"] == pytest.approx(0.2)
+
+
+def test_bad_arguments(tmp_path, tiny_twin):
+    with pytest.raises(ValueError, match=r"roles: unknown \['depth'\]"):
+        train_all.train_backbones(tiny_twin, tmp_path, None, None, roles=("depth",))
+    with pytest.raises(FileNotFoundError, match="nowhere does not exist; expected a folder written by train-backbones"):
+        evaluate_all.evaluate_backbones(tmp_path / "nowhere", tiny_twin)
+    with pytest.raises(FileNotFoundError, match="is not a simulated subject"):
+        train_all.train_backbones(tmp_path, tmp_path / "out", None, None, roles=("clip",))
