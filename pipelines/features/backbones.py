@@ -161,7 +161,7 @@ class FlowEstimator:
         if first.shape != second.shape:
             raise ValueError(f"second: expected the shape of first {first.shape}, got {second.shape}.")
         height, width = first.shape[1:3]
-        size = (_raft_size(height), _raft_size(width))
+        size = (raft_size(height), raft_size(width))
         device = next(self.model.parameters()).device
         a, b = (
             F.interpolate(to_tensor(f, device), size=size, mode="bilinear", align_corners=False)
@@ -171,7 +171,7 @@ class FlowEstimator:
         return rescale_flow(flow, height, width).permute(0, 2, 3, 1).float().cpu().numpy()
 
 
-def _raft_size(n: int) -> int:
+def raft_size(n: int) -> int:
     """Smallest multiple of 8 that is >= max(n, RAFT_MIN_SIZE)."""
     return int(np.ceil(max(n, RAFT_MIN_SIZE) / 8) * 8)
 

@@ -27,7 +27,7 @@ from skimage.registration import optical_flow_tvl1
 from pipelines.data.twin import groundtruth
 from pipelines.data.video import probe_video, read_frames
 from pipelines.features import demo_tier
-from pipelines.features.backbones import FlowEstimator, _raft_size, load_backbone, to_tensor
+from pipelines.features.backbones import FlowEstimator, load_backbone, raft_size, to_tensor
 from pipelines.training.backbones.data import BackboneData
 from pipelines.training.loop import LoopConfig, train
 
@@ -163,7 +163,7 @@ def training_pairs(root: Path, runs: list[str], max_pairs_per_run: int | None) -
     """
     n_frames = {run: movie_frames(root, run) for run in runs}
     info = probe_video(root / "stimuli" / f"{runs[0]}.mp4")
-    grid = (_raft_size(info.height), _raft_size(info.width))
+    grid = (raft_size(info.height), raft_size(info.width))
     if max_pairs_per_run is None:
         pair_bytes = 2 * info.height * info.width * 3 + grid[0] * grid[1] * 2 * 2
         max_pairs_per_run = max(1, PAIR_MEMORY_BYTES // pair_bytes // len(runs))
