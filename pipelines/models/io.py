@@ -51,3 +51,13 @@ def load_state(module: torch.nn.Module, directory: str | Path, device: str | tor
             f"unexpected {sorted(unexpected)[:5]}."
         )
     return module.to(device).eval()
+
+
+RUN_IDENTITY = ("data_key", "steps", "best_step", "best_score")  # the meta keys that identify a training run's weights
+
+
+def meta_matches(directory: str | Path, meta: dict[str, Any], keys: tuple[str, ...] = RUN_IDENTITY) -> bool:
+    """Whether ``directory/meta.json`` exists and agrees with ``meta`` on every key in ``keys``."""
+    path = Path(directory) / META
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    return all(saved.get(key) == meta[key] for key in keys)

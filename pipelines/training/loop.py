@@ -150,6 +150,12 @@ def train(
     return model, LoopResult(best_score, best_step, history, time.time() - began)
 
 
+def checkpoint_step(workdir: str | Path) -> int:
+    """The step a checkpoint in ``workdir`` has reached (0 if there is none)."""
+    state = Path(workdir) / "state.json"
+    return int(json.loads(state.read_text())["step"]) if state.is_file() else 0
+
+
 def _optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
     """AdamW state as flat tensors (safetensors, no pickle): exp_avg, exp_avg_sq and step per parameter."""
     out = {}

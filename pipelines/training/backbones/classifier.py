@@ -10,7 +10,6 @@ classifier averages the frame logits over a clip).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -23,25 +22,14 @@ import torch.nn.functional as F
 from pipelines.features import demo_tier
 from pipelines.features.backbones import load_backbone, to_tensor
 from pipelines.models.classifier import FrameClassifier
+from pipelines.models.io import meta_matches
 from pipelines.training.backbones.data import BackboneData
-from pipelines.training.loop import LoopConfig, train
+from pipelines.training.loop import LoopConfig, checkpoint_step, train
 
 MIN_CROP_AREA = 0.8  # smallest random crop, as a fraction of the frame's area
 ASPECT_RANGE = (3 / 4, 4 / 3)  # random crop aspect ratios (width / height), log-uniform
 BRIGHTNESS = 0.1  # images are multiplied by a factor in [1 - BRIGHTNESS, 1 + BRIGHTNESS]
 EVAL_BATCH = 512  # frames per forward pass in validation and evaluation
-
-
-def _split_frames(data: BackboneData, split: str) -> np.ndarray:
-    """The frames of ``split``, checked: uint8 array of shape (n_clips, n_frames, height, width, 3)."""
-    frames = data.split(split).frames
-    if frames is None or frames.ndim != 5 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        got = "None" if frames is None else f"{frames.dtype} array of shape {frames.shape}"
-        raise ValueError(
-            f"data.split({split!r}).frames: expected a uint8 array of shape (n_clips, n_frames, height, width, 3), "
-            f"got {got}. Prepare the dataset with clip frames (load_backbone_data does)."
-        )
-    return frames
 
 
 def _resized(frames: np.ndarray, size: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -128,13 +116,6 @@ def _check_labels(data: BackboneData, split: str) -> np.ndarray:
     return category_ids
 
 
-def _saved_by_this_run(directory: Path, meta: dict) -> bool:
-    """Whether ``directory`` holds this run's selected weights already (same data, steps and best checkpoint)."""
-    path = directory / "meta.json"
-    saved = json.loads(path.read_text()) if path.is_file() else {}
-    return all(saved.get(key) == meta[key] for key in ("data_key", "steps", "best_step", "best_score"))
-
-
 def train_frame_classifier(
     data: BackboneData,
     arch: demo_tier.DemoBackbonesConfig,
@@ -175,7 +156,7 @@ def train_frame_classifier(
         If a split lacks frames, the validation split is empty or a category id is out of range.
     """
     start = time.time()
-    train_frames, val_frames = _split_frames(data, "train"), _split_frames(data, "val")
+    train_frames, val_frames = data.frames("train"), data.frames("val")
     train_ids, val_ids = _check_labels(data, "train"), _check_labels(data, "val")
     if len(val_frames) == 0:
         raise ValueError(
@@ -200,15 +181,14 @@ def train_frame_classifier(
         return float((predicted != val_labels).float().mean())
 
     sample_batch = frame_batches(train_frames, train_ids, size, loop.batch_size)
-    state = Path(workdir) / "state.json"  # the loop's checkpoint: where this call starts
-    start_step = int(json.loads(state.read_text())["step"]) if state.is_file() else 0
+    start_step = checkpoint_step(workdir)  # where this call starts
     model, result = train("frame_classifier", model, sample_batch, classifier_loss, validate, loop, workdir)
 
     meta = {"data_key": data.dataset.key, "steps": loop.steps, "start_step": start_step,
             "best_step": result.best_step, "best_score": result.best_score, "best_val_acc": 1 - result.best_score,
             "seconds": time.time() - start}  # fmt: skip
     target = Path(backbones_dir) / "frame_classifier"
-    if not (start_step == loop.steps and _saved_by_this_run(target, meta)):
+    if not (start_step == loop.steps and meta_matches(target, meta)):
         model.save_pretrained(target, {"role": "frame_classifier", **meta})
     return {**meta, "n_params": sum(p.numel() for p in model.parameters()), "history": result.history}
 
@@ -237,7 +217,7 @@ def evaluate_classifier(data: BackboneData, backbones_dir: str | Path, device: s
     FileNotFoundError
         If ``backbones_dir/frame_classifier`` does not exist.
     """
-    frames, category_ids = _split_frames(data, "test"), _check_labels(data, "test")
+    frames, category_ids = data.frames("test"), _check_labels(data, "test")
     frame_classifier = load_backbone("frame_classifier", "demo", backbones_dir, device)
     if tuple(frame_classifier.labels) != tuple(data.categories):
         raise ValueError(

@@ -12,7 +12,6 @@ selected on 1 − top-1 of the validation split; the reported numbers (top-1, to
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,24 +23,13 @@ from open_clip.loss import ClipLoss
 
 from pipelines.features import demo_tier
 from pipelines.features.backbones import ImageTextEncoder, load_backbone, to_tensor
+from pipelines.models.io import meta_matches
 from pipelines.training.backbones.data import BackboneData
-from pipelines.training.loop import LoopConfig, train
+from pipelines.training.loop import LoopConfig, checkpoint_step, train
 
 VAL_CANDIDATES = 100  # captions each validation frame ranks (fewer if the split has fewer distinct captions)
 MAX_LOGIT_SCALE = float(np.log(100.0))  # open_clip's clamp of the learnable temperature
 ENCODE_BATCH = 256  # frames per encode_image call in evaluation
-
-
-def _split_frames(data: BackboneData, split: str) -> np.ndarray:
-    """The frames of ``split``, checked: uint8 array of shape (n_clips, n_frames, height, width, 3)."""
-    frames = data.split(split).frames
-    if frames is None or frames.ndim != 5 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        got = "None" if frames is None else f"{frames.dtype} array of shape {frames.shape}"
-        raise ValueError(
-            f"data.split({split!r}).frames: expected a uint8 array of shape (n_clips, n_frames, height, width, 3), "
-            f"got {got}. Prepare the dataset with clip frames (load_backbone_data does)."
-        )
-    return frames
 
 
 def _normalised(frames: np.ndarray, image_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -162,19 +150,6 @@ def retrieval_accuracy(
     return {"top1": float(np.mean(rank == 0)), "top5": float(np.mean(rank < 5))}
 
 
-def _training_step(workdir: Path) -> int:
-    """The step a checkpoint in ``workdir`` has reached (0 if none)."""
-    state = workdir / "state.json"
-    return int(json.loads(state.read_text())["step"]) if state.is_file() else 0
-
-
-def _saved_by_this_run(directory: Path, meta: dict) -> bool:
-    """Whether ``directory`` holds this run's selected weights already (same data, steps and best checkpoint)."""
-    path = directory / "meta.json"
-    saved = json.loads(path.read_text()) if path.is_file() else {}
-    return all(saved.get(key) == meta[key] for key in ("data_key", "steps", "best_step", "best_score"))
-
-
 def train_clip(
     data: BackboneData,
     arch: demo_tier.DemoBackbonesConfig,
@@ -216,7 +191,7 @@ def train_clip(
         or the validation split has fewer than 2 distinct captions.
     """
     start = time.time()
-    train_frames, val_frames = _split_frames(data, "train"), _split_frames(data, "val")
+    train_frames, val_frames = data.frames("train"), data.frames("val")
     train_captions, val_captions = data.labels["train"]["caption"], data.labels["val"]["caption"]
     n_texts = len(np.unique(train_captions))
     if not 2 <= loop.batch_size <= n_texts:
@@ -242,14 +217,14 @@ def train_clip(
         return 1.0 - retrieval_accuracy(encoder, val_frames, val_captions, n_val)["top1"]
 
     sample_batch = caption_batches(train_frames, train_captions, arch.clip, loop.batch_size)
-    start_step = _training_step(Path(workdir))
+    start_step = checkpoint_step(Path(workdir))
     model, result = train("clip", model, sample_batch, clip_loss, validate, loop, workdir)
 
     meta = {"data_key": data.dataset.key, "steps": loop.steps, "start_step": start_step,
             "best_step": result.best_step, "best_score": result.best_score, "best_val_top1": 1 - result.best_score,
             "val_candidates": n_val, "seconds": time.time() - start}  # fmt: skip
     target = Path(backbones_dir) / "clip"
-    if not (start_step == loop.steps and _saved_by_this_run(target, meta)):
+    if not (start_step == loop.steps and meta_matches(target, meta)):
         demo_tier.save_clip(model, arch.clip, target, meta)
     return {**meta, "n_params": sum(p.numel() for p in model.parameters()), "history": result.history}
 
@@ -283,7 +258,7 @@ def evaluate_clip(
     FileNotFoundError
         If ``backbones_dir/clip`` does not exist.
     """
-    frames, captions = _split_frames(data, "test"), data.labels["test"]["caption"]
+    frames, captions = data.frames("test"), data.labels["test"]["caption"]
     draw_candidates(captions, n_candidates, np.random.default_rng(seed))  # fail on n_candidates before loading
     encoder = load_backbone("clip", "demo", backbones_dir, device)
     scores = retrieval_accuracy(encoder, frames, captions, n_candidates, seed)

@@ -30,6 +30,17 @@ class BackboneData:
     def split(self, name: str) -> Split:
         return self.dataset.splits[name]
 
+    def frames(self, split: str) -> np.ndarray:
+        """The frames of ``split``, checked: uint8 array of shape (n_clips, n_frames, height, width, 3)."""
+        frames = self.split(split).frames
+        if frames is None or frames.ndim != 5 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            got = "None" if frames is None else f"{frames.dtype} array of shape {frames.shape}"
+            raise ValueError(
+                f"data.split({split!r}).frames: expected a uint8 array of shape (n_clips, n_frames, height, width, 3), "
+                f"got {got}. Prepare the dataset with clip frames (load_backbone_data does)."
+            )
+        return frames
+
 
 def load_backbone_data(root: str | Path, cache_dir: str | Path | None = None) -> BackboneData:
     """Prepare a simulated subject with the default CC2017 reader config and attach its labels.

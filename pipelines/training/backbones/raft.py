@@ -12,7 +12,6 @@ and compares with TV-L1 (scikit-image) and zero flow.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from pipelines.data.video import probe_video, read_frames
 from pipelines.features import demo_tier
 from pipelines.features.backbones import FlowEstimator, load_backbone, raft_size, to_tensor
 from pipelines.training.backbones.data import BackboneData
-from pipelines.training.loop import LoopConfig, train
+from pipelines.training.loop import LoopConfig, checkpoint_step, train
 
 TRAIN_FLOW_UPDATES = 4  # RAFT iterations per training step (at most the inference count); see train_raft
 GAMMA = 0.8  # sequence-loss weight decay: iteration i of N weighs GAMMA ** (N - 1 - i), as in RAFT
@@ -260,12 +259,6 @@ def tvl1_flow(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 # --- train and evaluate -------------------------------------------------------------------------------------------
 
 
-def _training_step(workdir: Path) -> int:
-    """The step a checkpoint in ``workdir`` has reached (0 if none)."""
-    state = workdir / "state.json"
-    return int(json.loads(state.read_text())["step"]) if state.is_file() else 0
-
-
 def train_raft(
     data: BackboneData,
     arch: demo_tier.DemoBackbonesConfig,
@@ -332,7 +325,7 @@ def train_raft(
         estimator = FlowEstimator(model, arch.raft.num_flow_updates, "training")
         return end_point_error(estimate_flow(estimator, val_pairs.first, val_pairs.second), val_pairs.flow)
 
-    start_step = _training_step(Path(workdir))
+    start_step = checkpoint_step(Path(workdir))
     sample_batch = pair_batches(train_pairs, loop.batch_size, device)
     model, result = train("raft", model, sample_batch, loss_fn, validate, loop, workdir)
 
