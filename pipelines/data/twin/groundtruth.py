@@ -57,16 +57,16 @@ def _renderer(root: str, run: str) -> RunRenderer:
 
 
 def exact_flow(
-    root: str | Path, run: str, frame: int, height: int | None = None, width: int | None = None
+    root: str | Path, run: str, frame: int, height: int | None = None, width: int | None = None, step: int = 1
 ) -> np.ndarray:
-    """Exact forward optical flow from movie frame ``frame`` to ``frame + 1`` of ``run``.
+    """Exact forward optical flow from movie frame ``frame`` to ``frame + step`` of ``run``.
 
     Returns
     -------
     array of shape (height, width, 2), float32
         dx, dy in pixels of the requested grid (default: the movie's size); all NaN across a scene cut.
     """
-    return _renderer(str(Path(root).resolve()), run).flow(frame, height, width)
+    return _renderer(str(Path(root).resolve()), run).flow(frame, height, width, step)
 
 
 def load_features(root: str | Path, run: str) -> dict[str, np.ndarray]:

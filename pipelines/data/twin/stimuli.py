@@ -1086,11 +1086,12 @@ class RunRenderer:
             out[i] = image
         return out
 
-    def flow(self, t: int, height: int | None = None, width: int | None = None) -> np.ndarray:
-        """Exact forward optical flow from frame t to frame t + 1.
+    def flow(self, t: int, height: int | None = None, width: int | None = None, step: int = 1) -> np.ndarray:
+        """Exact forward optical flow from frame t to frame t + step.
 
         For each pixel centre of the requested grid, the flow is that of the layer visible there in frame t
-        (the object where its alpha > 0.5, else the background).
+        (the object where its alpha > 0.5, else the background), carried to where that point of the layer is in
+        frame t + step (occlusion by the object in frame t + step is not modelled).
 
         Parameters
         ----------
@@ -1099,32 +1100,41 @@ class RunRenderer:
         height, width : int, optional
             Size of the grid the flow is evaluated on (at its pixel centres) and expressed in; default the
             frame size.
+        step : int
+            Frame gap, >= 1: 1 for consecutive movie frames, ``fps // clip_fps`` for consecutive frames of clips
+            subsampled to ``clip_fps``.
 
         Returns
         -------
         numpy.ndarray
             float32 array of shape (height, width, 2); [..., 0] = dx (rightwards), [..., 1] = dy (downwards), in
-            pixels of the requested grid. All NaN when is_cut(t).
+            pixels of the requested grid. All NaN when is_cut(u) for some u in [t, t + step), i.e. when frames t
+            and t + step are not of one scene (or t + step is past the last frame).
 
         Raises
         ------
         IndexError
             If t is out of range.
         TypeError, ValueError
-            If height or width is not a positive int.
+            If height, width or step is not a positive int.
         """
         t = self._check_frame(t, "flow")
         height, width = self._check_grid(height, width, "flow")
-        if self._cut[t]:
+        if isinstance(step, bool) or not isinstance(step, int | np.integer):
+            raise TypeError(f"RunRenderer.flow: step must be an int; got {type(step).__name__} {step!r}.")
+        if step < 1:
+            raise ValueError(f"RunRenderer.flow: step must be >= 1 frame; got {step}.")
+        step = int(step)
+        if self._cut[t : t + step].any() or t + step >= self.n_frames:
             return np.full((height, width, 2), np.nan, dtype=np.float32)
         xs, ys = _grid(width, self._config.width), _grid(height, self._config.height)
         result = np.empty((height, width, 2))
-        result[..., 0], result[..., 1] = self._camera_flow(t, xs, ys)
+        result[..., 0], result[..., 1] = self._camera_flow(t, t + step, xs, ys)
         patch = self._object_patch(t, xs, ys, pad=0.0)
         if patch is not None:
             (rows, cols), u, v, distance = patch
             inside = distance < 0.0  # alpha > 0.5
-            new_x, new_y = self._object_to_pixels(t + 1, u, v)
+            new_x, new_y = self._object_to_pixels(t + step, u, v)
             region = result[rows, cols]
             region[..., 0] = np.where(inside, new_x - xs[cols][None, :], region[..., 0])
             region[..., 1] = np.where(inside, new_y - ys[rows][:, None], region[..., 1])
@@ -1200,10 +1210,11 @@ class RunRenderer:
             self._blurred[key] = ndimage.gaussian_filter(image, (sigma, sigma, 0.0)) if sigma > 0 else image
         return self._blurred[key]
 
-    def _camera_flow(self, t: int, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Background flow, p' = A_{t+1}^{-1}(A_t(p)) - p; separable, so returned as (1, width), (height, 1)."""
+    def _camera_flow(self, t: int, target: int, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Background flow from frame t to frame target, p' = A_target^{-1}(A_t(p)) - p; separable, so returned as
+        (1, width), (height, 1)."""
         (cx, cy), zoom = self._cam_centre[t], self._cam_zoom[t]
-        (nx, ny), next_zoom = self._cam_centre[t + 1], self._cam_zoom[t + 1]
+        (nx, ny), next_zoom = self._cam_centre[target], self._cam_zoom[target]
         px, py = (self._config.width - 1) / 2.0, (self._config.height - 1) / 2.0
         fx = px + (cx - nx + zoom * (xs - px)) / next_zoom - xs
         fy = py + (cy - ny + zoom * (ys - py)) / next_zoom - ys

@@ -3,7 +3,8 @@
 Every number comes from the simulated subject's test runs, which no backbone saw in training or selection. With
 ``--json`` one object: ``clip_top1``, ``clip_chance``, ``vae_psnr``, ``renderer_category_acc``,
 ``renderer_chance``, ``raft_epe``, ``tvl1_epe``, ``zero_flow_epe`` (and more), plus ``simulated: true`` and
-``missing`` (roles without a saved model).
+``missing`` (roles without a saved model) and ``targets_met`` (each acceptance target of the backbone issue →
+true / false, or null when not measured).
 """
 
 from __future__ import annotations
@@ -23,6 +24,29 @@ EVALUATORS = {  # role → (module, function); the renderer also needs clip, vae
     "raft": ("pipelines.training.backbones.raft", "evaluate_raft"),
 }
 NEEDS = {"unet": ("clip", "vae", "frame_classifier")}
+# The backbone issue's acceptance targets: name → (score key, reference key or None, relation, factor or bound).
+TARGETS = {
+    "clip_top1 >= 5 x clip_chance": ("clip_top1", "clip_chance", ">=", 5.0),
+    "vae_psnr >= 25 dB": ("vae_psnr", None, ">=", 25.0),
+    "renderer_category_acc >= 3 x renderer_chance": ("renderer_category_acc", "renderer_chance", ">=", 3.0),
+    "raft_epe < tvl1_epe": ("raft_epe", "tvl1_epe", "<", 1.0),
+    "raft_epe <= zero_flow_epe / 3": ("raft_epe", "zero_flow_epe", "<=", 1 / 3),
+}
+
+
+def acceptance(results: dict) -> dict[str, bool | None]:
+    """Each target of TARGETS → whether ``results`` meets it (None when a number it needs is missing)."""
+    verdicts: dict[str, bool | None] = {}
+    for name, (key, reference, relation, factor) in TARGETS.items():
+        if key not in results or (reference is not None and reference not in results):
+            verdicts[name] = None
+            continue
+        bound = factor * results[reference] if reference is not None else factor
+        value = results[key]
+        verdicts[name] = bool(
+            value >= bound if relation == ">=" else value < bound if relation == "<" else value <= bound
+        )
+    return verdicts
 
 
 def evaluate_backbones(
@@ -48,6 +72,7 @@ def evaluate_backbones(
             continue
         evaluate = getattr(importlib.import_module(module), name)
         results.update(evaluate(data, backbones_dir, device=device, **(options or {}).get(role, {})))
+    results["targets_met"] = acceptance(results)
     return results
 
 
@@ -77,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(results))
     else:
         for key, value in results.items():
-            print(f"{key:<24} {value:.4f}" if isinstance(value, float) else f"{key:<24} {value}")
+            if key != "targets_met":
+                print(f"{key:<24} {value:.4f}" if isinstance(value, float) else f"{key:<24} {value}")
+        print()
+        for name, met in results["targets_met"].items():
+            print(f"{name:<48} {'not measured' if met is None else 'met' if met else 'NOT MET'}")
         print("\nSimulated subject: these numbers describe the demo backbones on simulated clips, not human data.")
     return 0

@@ -267,7 +267,8 @@ def test_spinning_object_flows_as_a_rotation() -> None:
     np.testing.assert_allclose(renderer.flow(3)[inside], expected.T, atol=1e-4)
 
 
-def test_warping_the_next_frame_with_the_flow_reproduces_the_frame() -> None:
+@pytest.mark.parametrize("step", [1, 3])
+def test_warping_the_next_frame_with_the_flow_reproduces_the_frame(step: int) -> None:
     plan = plan_run(3, WARP, np.random.default_rng(11))
     for scene, heading in enumerate((0.3, 2.2, 4.0)):  # pan ~1.5 output pixels per frame while zooming in
         start = np.array([62.0, 62.0])
@@ -279,15 +280,15 @@ def test_warping_the_next_frame_with_the_flow_reproduces_the_frame() -> None:
     frames = frames.astype(float)
     rows, cols = np.mgrid[0:64, 0:64].astype(float)
     errors = {"background": np.zeros(2), "object": np.zeros(2)}
-    for t in range(renderer.n_frames - 1):
-        if renderer.is_cut(t):
+    for t in range(renderer.n_frames - step):
+        if any(renderer.is_cut(u) for u in range(t, t + step)):
             continue
-        flow = renderer.flow(t).astype(float)
+        flow = renderer.flow(t, step=step).astype(float)
         target = [rows + flow[..., 1], cols + flow[..., 0]]
-        warped = np.stack([ndimage.map_coordinates(frames[t + 1, ..., c], target, order=3) for c in range(3)], -1)
+        warped = np.stack([ndimage.map_coordinates(frames[t + step, ..., c], target, order=3) for c in range(3)], -1)
         alpha, alpha_next = (
             renderer.object_alpha(t),
-            ndimage.map_coordinates(renderer.object_alpha(t + 1), target, order=1),
+            ndimage.map_coordinates(renderer.object_alpha(t + step), target, order=1),
         )
         clear = ~ndimage.binary_dilation((alpha > 0) & (alpha < 1), iterations=2)  # away from object edges
         clear &= (target[0] >= 2) & (target[0] <= 61) & (target[1] >= 2) & (target[1] <= 61)  # and frame borders
@@ -297,7 +298,7 @@ def test_warping_the_next_frame_with_the_flow_reproduces_the_frame() -> None:
             ("object", (alpha == 1) & (alpha_next == 1)),
         ):
             mask = layer & clear
-            errors[name] += [np.abs(warped - frames[t])[mask].sum(), np.abs(frames[t + 1] - frames[t])[mask].sum()]
+            errors[name] += [np.abs(warped - frames[t])[mask].sum(), np.abs(frames[t + step] - frames[t])[mask].sum()]
     for name, (warp_error, zero_flow_error) in errors.items():
         assert zero_flow_error > 0, name
         assert warp_error < 0.3 * zero_flow_error, name
@@ -339,6 +340,25 @@ def test_cuts_have_undefined_flow(medium_run: tuple) -> None:
     for t in sorted(scene_ends):
         assert np.isnan(renderer.flow(t)).all() and np.isnan(renderer.flow(t, 8, 8)).all()
     assert np.isfinite(renderer.flow(0)).all() and np.isfinite(renderer.flow(per_clip)).all()
+    for t in range(renderer.n_frames):  # a gap of 4 frames is undefined when any of its steps crosses a cut
+        crosses = any(t + d in scene_ends for d in range(4)) or t + 4 >= renderer.n_frames
+        assert np.isnan(renderer.flow(t, 8, 8, step=4)).all() == crosses, t
+        assert np.isnan(renderer.flow(t, 8, 8, step=4)).any() == crosses, t
+
+
+def test_flow_over_several_frames_is_the_chained_flow(medium_run: tuple) -> None:
+    _, renderer, _ = medium_run
+    # Background points (away from the object) follow the camera; chaining two one-frame flows, sampling the
+    # second where the first lands, gives the two-frame flow up to interpolation error.
+    t = 1
+    first, second, both = renderer.flow(t), renderer.flow(t + 1), renderer.flow(t, step=2)
+    rows, cols = np.mgrid[0:64, 0:64].astype(float)
+    target = [rows + first[..., 1], cols + first[..., 0]]
+    chained = first + np.stack([ndimage.map_coordinates(second[..., c], target, order=1) for c in range(2)], -1)
+    away = ~ndimage.binary_dilation(renderer.object_alpha(t) > 0, iterations=6)
+    away &= (target[0] >= 1) & (target[0] <= 62) & (target[1] >= 1) & (target[1] <= 62)
+    assert away.sum() > 1000
+    np.testing.assert_allclose(both[away], chained[away], atol=1e-3)
 
 
 def test_object_alpha_matches_the_composited_object(medium_run: tuple) -> None:
@@ -369,6 +389,8 @@ def test_object_alpha_matches_the_composited_object(medium_run: tuple) -> None:
         (lambda r: r.flow("0"), TypeError, "frame index must be an int"),
         (lambda r: r.flow(0, 0, 16), ValueError, "height must be >= 1 pixel; got 0"),
         (lambda r: r.flow(0, 16, 8.0), TypeError, "width must be an int or None"),
+        (lambda r: r.flow(0, step=0), ValueError, "step must be >= 1 frame; got 0"),
+        (lambda r: r.flow(0, step=2.0), TypeError, "step must be an int; got float 2.0"),
         (lambda r: r.object_alpha(96), IndexError, "object_alpha: frame index 96 is out of range"),
         (lambda r: r.object_alpha(0, 16, -2), ValueError, "width must be >= 1"),
         (lambda r: r.is_cut(96), IndexError, "is_cut: frame index 96 is out of range"),

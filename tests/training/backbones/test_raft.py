@@ -15,6 +15,7 @@ from pipelines.features.backbones import load_backbone
 from pipelines.training.backbones.config import BackboneTrainingConfig
 from pipelines.training.backbones.raft import (
     FlowPairs,
+    clip_geometry,
     collect_pairs,
     end_point_error,
     evaluate_raft,
@@ -71,7 +72,7 @@ def test_end_point_error_and_sequence_loss_match_their_definitions():
 def test_augmented_batches_keep_the_flow_exact():
     first, second = shifted_texture()
     flow = np.broadcast_to(np.float16(SHIFT), (1, 128, 128, 2)).copy()
-    pairs = FlowPairs(first, second, flow, np.array(["seg1"]), np.array([0]))
+    pairs = FlowPairs(first, second, flow, np.array(["seg1"]), np.array([0]), np.array([1]))
     seen = set()
     for seed in range(8):
         a, b, target = pair_batches(pairs, 4)(np.random.default_rng(seed))
@@ -87,6 +88,42 @@ def test_augmented_batches_keep_the_flow_exact():
     assert seen == {(2, -1), (-2, -1), (2, 1), (-2, 1)}  # every flip combination occurred
 
 
+def test_relative_crops_move_the_second_frame_by_the_change_in_target():
+    first, second = shifted_texture()
+    flow = np.broadcast_to(np.float16(SHIFT), (1, 128, 128, 2)).copy()
+    pairs = FlowPairs(first, second, flow, np.array(["seg1"]), np.array([0]), np.array([1]))
+    a, b, target = pair_batches(pairs, 16, max_shift=4)(np.random.default_rng(0))
+    assert a.shape == b.shape == (16, 3, 120, 120) and target.shape == (16, 2, 120, 120)  # 128 - 2 * 4, multiple of 8
+    shifts = set()
+    for i in range(16):
+        dx, dy = (int(v) for v in target[i, :, 0, 0])
+        assert torch.all(target[i, 0] == dx) and torch.all(target[i, 1] == dy)
+        assert abs(dx) <= 2 + 4 and abs(dy) <= 1 + 4
+        shifts.add((dx, dy))
+        moved = torch.roll(a[i], shifts=(dy, dx), dims=(1, 2))  # content at p in a is at p + target in b
+        torch.testing.assert_close(b[i, :, 8:-8, 8:-8], moved[:, 8:-8, 8:-8])
+    assert len(shifts) > 8  # the crops vary the motion
+    with pytest.raises(ValueError, match=r"max_shift: expected at most 60 for a \(128, 128\) grid, got 61"):
+        pair_batches(pairs, 2, max_shift=61)
+
+
+def test_degraded_pairs_are_the_clip_size_frames_resized_up():
+    first, second = shifted_texture()
+    flow = np.broadcast_to(np.float16(SHIFT), (1, 128, 128, 2)).copy()
+    pairs = FlowPairs(first, second, flow, np.array(["seg1"]), np.array([0]), np.array([1]))
+    sharp = pair_batches(pairs, 64, augment=True)(np.random.default_rng(3))
+    mixed = pair_batches(pairs, 64, augment=True, degrade_size=(32, 32))(np.random.default_rng(3))
+    torch.testing.assert_close(mixed[2], sharp[2])  # the target never changes
+    changed = (mixed[0] - sharp[0]).abs().flatten(1).amax(dim=1) > 1e-3
+    assert 0.2 < float(changed.float().mean()) < 0.8  # about DEGRADE_PROBABILITY of the pairs
+    # a degraded frame has no detail beyond the clip size: resizing it down and up again changes little
+    down_up = torch.nn.functional.interpolate(
+        torch.nn.functional.interpolate(mixed[0][changed], size=(32, 32), mode="bilinear", antialias=True),
+        size=(128, 128), mode="bilinear",
+    )  # fmt: skip
+    assert float((down_up - mixed[0][changed]).abs().mean()) < 0.5 * float((sharp[0] - mixed[0]).abs()[changed].mean())
+
+
 def scene_cuts(root, run: str) -> set[int]:
     """Frames t whose successor starts a new scene, and the last frame, read from the simulator's clip plan."""
     plan = groundtruth.load_plan(root, run)
@@ -100,7 +137,7 @@ def test_cut_frames_never_enter_the_pairs(tiny_data):
     n_frames = movie_frames(root, run)
     cuts = scene_cuts(root, run)
     assert len(cuts) >= 2  # the tiny plan has scene cuts inside the run, not only the last frame
-    pairs = collect_pairs(root, [(run, t) for t in range(n_frames)])
+    pairs = collect_pairs(root, [(run, t, 1) for t in range(n_frames)])
     assert set(pairs.frame.tolist()) == set(range(n_frames)) - cuts
     assert np.isfinite(pairs.flow).all() and pairs.first.shape == (len(pairs), 64, 64, 3)
     # pairs are (t, t + 1): the second frame of t is the first frame of t + 1 when both are kept
@@ -108,24 +145,51 @@ def test_cut_frames_never_enter_the_pairs(tiny_data):
     np.testing.assert_array_equal(pairs.second[follows], pairs.first[follows + 1])
 
 
+def test_pairs_several_frames_apart_skip_every_cut_between_them(tiny_data):
+    root, run = tiny_data.root, "seg1"
+    n_frames, cuts = movie_frames(root, run), scene_cuts(root, run)
+    pairs = collect_pairs(root, [(run, t, 3) for t in range(n_frames)], size=(32, 32))
+    assert set(pairs.frame.tolist()) == {t for t in range(n_frames - 3) if not cuts & {t, t + 1, t + 2}}
+    assert pairs.first.shape[1:] == (32, 32, 3) and pairs.flow.shape[1:] == (32, 32, 2)  # flow on the frames' grid
+    assert (pairs.step == 3).all()
+    follows = np.flatnonzero(np.diff(pairs.frame) == 3)  # frame t + 3 is the first frame of the pair at t + 3
+    np.testing.assert_array_equal(pairs.second[follows], pairs.first[follows + 1])
+    np.testing.assert_allclose(pairs.flow[0], groundtruth.exact_flow(root, run, int(pairs.frame[0]), 32, 32, step=3))
+
+
+def test_clip_geometry_is_how_the_reader_samples_clips(tiny_data, monkeypatch):
+    from pipelines.training.backbones import raft
+
+    step, size = clip_geometry(tiny_data, "seg1")
+    movie_fps = raft.probe_video(tiny_data.root / "stimuli" / "seg1.mp4").fps
+    assert step * tiny_data.dataset.fps == movie_fps and size == tiny_data.frames("train").shape[2:4]
+    uneven = dataclasses.replace(tiny_data, dataset=dataclasses.replace(tiny_data.dataset, fps=movie_fps / 2.5))
+    with pytest.raises(ValueError, match=r"seg1.mp4: expected a frame rate that is a whole multiple of the clips'"):
+        clip_geometry(uneven, "seg1")
+
+
 def test_training_pairs_have_the_exact_flow_on_raft_grid(tiny_data):
     root = tiny_data.root
-    pairs = training_pairs(root, ["seg1", "seg2"], max_pairs_per_run=12)
+    pairs = training_pairs(root, ["seg1", "seg2"], max_pairs_per_run=12, max_step=3)
     assert len(pairs) <= 24 and set(pairs.run.tolist()) == {"seg1", "seg2"}
+    assert set(pairs.step.tolist()) == {1, 2, 3}
+    margin = training_pairs(root, ["seg1"], max_pairs_per_run=2, margin=4)
+    assert margin.flow.shape[1:] == (136, 136, 2)  # room for relative crops of 4 pixels back to RAFT's 128
     assert pairs.first.shape[1:] == (64, 64, 3) and pairs.flow.shape[1:] == (128, 128, 2)  # RAFT's minimum input
     assert not set(pairs.frame[pairs.run == "seg1"].tolist()) & scene_cuts(root, "seg1")
     # the flow on the 128 grid, averaged over 2 x 2 cells, is twice the movie-size flow (exact up to object edges)
-    run, t = pairs.run[0], int(pairs.frame[0])
-    coarse = pairs.flow[0].astype(np.float32).reshape(64, 2, 64, 2, 2).mean(axis=(1, 3)) / 2
-    assert np.median(np.abs(coarse - groundtruth.exact_flow(root, run, t))) < 0.01
+    for i in range(3):
+        run, t, step = pairs.run[i], int(pairs.frame[i]), int(pairs.step[i])
+        coarse = pairs.flow[i].astype(np.float32).reshape(64, 2, 64, 2, 2).mean(axis=(1, 3)) / 2
+        assert np.median(np.abs(coarse - groundtruth.exact_flow(root, run, t, step=step))) < 0.01
 
 
 def test_overfitting_one_batch_lowers_the_loss():
     first, second = shifted_texture()
     flow = np.broadcast_to(np.float16(SHIFT), (1, 128, 128, 2)).copy()
-    batch = pair_batches(FlowPairs(first, second, flow, np.array(["seg1"]), np.array([0])), 2, augment=False)(
-        np.random.default_rng(0)
-    )
+    batch = pair_batches(
+        FlowPairs(first, second, flow, np.array(["seg1"]), np.array([0]), np.array([1])), 2, augment=False
+    )(np.random.default_rng(0))
     torch.manual_seed(0)
     model = demo_tier.build_raft().train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=4e-4)
@@ -153,6 +217,8 @@ def test_train_saves_what_load_backbone_reads(trained, tiny_data):
     assert summary["best_score"] == pytest.approx(min(h["score"] for h in history))
     assert summary["train_flow_updates"] == TINY.raft.num_flow_updates == 2  # never more than at inference
     assert 0 < summary["n_train_pairs"] <= 16 * 3 and summary["n_val_pairs"] == 48
+    step, size = clip_geometry(tiny_data, "seg1")
+    assert summary["pair_step"] == step and summary["train_steps"] == [1, 2 * step] and summary["pair_size"] == [*size]
     meta = json.loads((root / "backbones" / "raft" / "meta.json").read_text())
     assert meta["role"] == "raft" and meta["data_key"] == tiny_data.dataset.key
     assert {"steps", "best_step", "best_score", "seconds"} <= set(meta)
@@ -165,8 +231,9 @@ def test_train_saves_what_load_backbone_reads(trained, tiny_data):
 def test_evaluate_returns_the_documented_scores(trained, tiny_data):
     root, _ = trained
     scores = evaluate_raft(tiny_data, root / "backbones", n_pairs=6)
-    assert set(scores) == {"raft_epe", "tvl1_epe", "zero_flow_epe", "n_pairs"} and scores["n_pairs"] == 6
-    assert all(np.isfinite(v) and v >= 0 for v in scores.values())
+    assert set(scores) == {"raft_epe", "tvl1_epe", "zero_flow_epe", "n_pairs", "raft_pair_step", "raft_pair_size"}
+    assert scores["n_pairs"] == 6 and scores["raft_pair_step"] == clip_geometry(tiny_data, "test1")[0]
+    assert all(np.isfinite(scores[k]) and scores[k] >= 0 for k in ("raft_epe", "tvl1_epe", "zero_flow_epe"))
     assert scores["tvl1_epe"] < scores["zero_flow_epe"]  # an independent estimator beats no motion
     assert evaluate_raft(tiny_data, root / "backbones", n_pairs=6) == scores  # seeded
 

@@ -38,6 +38,22 @@ def test_train_then_evaluate_every_role(tiny_twin, tmp_path, capsys):
         assert key in results, key
     assert results["missing"] == [] and results["simulated"] is True
     assert results["clip_chance"] == pytest.approx(0.2)
+    assert set(results["targets_met"]) == set(evaluate_all.TARGETS)
+    assert all(isinstance(met, bool) for met in results["targets_met"].values())
+
+
+def test_acceptance_checks_each_target_against_its_bound():
+    results = {"clip_top1": 0.05, "clip_chance": 0.01, "vae_psnr": 24.9, "raft_epe": 0.2, "tvl1_epe": 0.3,
+               "zero_flow_epe": 0.9}  # fmt: skip
+    assert evaluate_all.acceptance(results) == {
+        "clip_top1 >= 5 x clip_chance": True,  # 0.05 >= 5 x 0.01: the bound itself is met
+        "vae_psnr >= 25 dB": False,
+        "renderer_category_acc >= 3 x renderer_chance": None,  # not measured
+        "raft_epe < tvl1_epe": True,
+        "raft_epe <= zero_flow_epe / 3": True,  # 0.2 <= 0.9 / 3
+    }
+    assert evaluate_all.acceptance({**results, "raft_epe": 0.3})["raft_epe < tvl1_epe"] is False  # strictly lower
+    assert evaluate_all.acceptance({**results, "raft_epe": 0.31})["raft_epe <= zero_flow_epe / 3"] is False
 
 
 def test_bad_arguments(tmp_path, tiny_twin):
