@@ -1125,7 +1125,7 @@ class RunRenderer:
         if step < 1:
             raise ValueError(f"RunRenderer.flow: step must be >= 1 frame; got {step}.")
         step = int(step)
-        if self._cut[t : t + step].any() or t + step >= self.n_frames:
+        if self._cut[t : t + step].any():  # the last frame is a cut, so this also covers t + step >= n_frames
             return np.full((height, width, 2), np.nan, dtype=np.float32)
         xs, ys = _grid(width, self._config.width), _grid(height, self._config.height)
         result = np.empty((height, width, 2))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import operator
 from pathlib import Path
 
 from pipelines.training.backbones.data import load_backbone_data
@@ -33,6 +34,8 @@ TARGETS = {
     "raft_epe <= zero_flow_epe / 3": ("raft_epe", "zero_flow_epe", "<=", 1 / 3),
 }
 
+RELATIONS = {">=": operator.ge, "<": operator.lt, "<=": operator.le}
+
 
 def acceptance(results: dict) -> dict[str, bool | None]:
     """Each target of TARGETS → whether ``results`` meets it (None when a number it needs is missing)."""
@@ -42,10 +45,7 @@ def acceptance(results: dict) -> dict[str, bool | None]:
             verdicts[name] = None
             continue
         bound = factor * results[reference] if reference is not None else factor
-        value = results[key]
-        verdicts[name] = bool(
-            value >= bound if relation == ">=" else value < bound if relation == "<" else value <= bound
-        )
+        verdicts[name] = bool(RELATIONS[relation](results[key], bound))
     return verdicts
 
 
