@@ -16,6 +16,11 @@ COMMANDS = {
         "pipelines.training.backbones.evaluate_all",
         "measure the demo-tier backbones on test clips",
     ),
+    "train": ("pipelines.training.decoders.train", "train one stage-1 decoder (semantic, structure, motion, ...)"),
+    "evaluate-decoders": (
+        "pipelines.training.decoders.evaluate",
+        "measure the stage-1 decoders and their ridge baselines on test clips",
+    ),
 }
 
 

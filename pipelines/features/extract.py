@@ -95,22 +95,30 @@ def vae_latent_features(split: Split, vae: LatentAutoencoder, batch_size: int = 
     return latents.reshape(n, t, *latents.shape[1:])
 
 
-def flow_features(split: Split, estimator: FlowEstimator, grid: int | None = None, batch_size: int = 16) -> np.ndarray:
-    """Optical flow between consecutive frames of every clip.
+def flow_features(
+    split: Split, estimator: FlowEstimator, grid: int | None = None, stride: int = 1, batch_size: int = 16
+) -> np.ndarray:
+    """Optical flow between frames ``stride`` apart of every clip: frames (0, s), (s, 2s), … within the clip.
 
     Parameters
     ----------
     grid : int, optional
         Resample each flow field to grid x grid (BrainNRDS decodes 32 x 32), in pixels of that grid.
+    stride : int
+        Frames between the two frames of a pair (1: consecutive frames; BrainNRDS's 3 flows per 2-s TR from 8
+        frames: 2).
 
     Returns
     -------
-    array of shape (n_clips, n_frames - 1, height, width, 2), float32 (height = width = grid when given)
+    array of shape (n_clips, (n_frames - 1) // stride, height, width, 2), float32 (height = width = grid when given)
     """
     frames = _frames(split, "flow")
     n, t = frames.shape[:2]
-    first = frames[:, :-1].reshape(n * (t - 1), *frames.shape[2:])
-    second = frames[:, 1:].reshape(n * (t - 1), *frames.shape[2:])
+    if isinstance(stride, bool) or not isinstance(stride, int) or not 1 <= stride < t:
+        raise ValueError(f"stride: expected an integer in [1, {t - 1}] for clips of {t} frames, got {stride!r}.")
+    starts = np.arange(0, t - stride, stride)
+    first = frames[:, starts].reshape(n * len(starts), *frames.shape[2:])
+    second = frames[:, starts + stride].reshape(n * len(starts), *frames.shape[2:])
     pairs = np.stack([first, second], axis=1)
 
     def run(batch: np.ndarray) -> np.ndarray:
@@ -120,7 +128,7 @@ def flow_features(split: Split, estimator: FlowEstimator, grid: int | None = Non
         return rescale_flow(torch.from_numpy(flow).permute(0, 3, 1, 2), grid, grid).permute(0, 2, 3, 1).numpy()
 
     flows = _batched(run, pairs, batch_size, "optical flow")
-    return flows.reshape(n, t - 1, *flows.shape[1:])
+    return flows.reshape(n, len(starts), *flows.shape[1:])
 
 
 def classifier_features(split: Split, classifier: Classifier, video: bool = False, batch_size: int = 128) -> np.ndarray:

@@ -8,7 +8,9 @@ voxels, CLIP embed_dim 128, 32 conditioning tokens of 128 dims = the demo CLIP t
 Deviations, each explained where it is implemented:
 
 - :func:`semantic_loss` follows the paper's formula (α-weighted symmetric InfoNCE against text and video) plus the
-  token MSE, not the code's MSE + 0.01·CE mix.
+  token MSE, not the code's MSE + 0.01·CE mix. Optionally (``target_temperature`` > 0) its InfoNCE uses SoftCLIP
+  targets, as NeuroClips does (reference C.3): clips of one scene share a caption, and hard InfoNCE would push
+  their identical targets apart.
 - :class:`SemanticDecoder` predicts all ``n_tokens`` conditioning tokens; the code predicts tokens 1..19 and
   prepends the prompt-independent token 0 from a stored ``cls.npy``.
 - :class:`ConsistencyMotionGenerator` projects each flattened frame latent to ``d_model`` (the code attends in the
@@ -35,7 +37,9 @@ from pipelines.models.io import load_state, read_config, save_module
 # shared checks and losses
 
 
-def symmetric_info_nce(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+def symmetric_info_nce(
+    a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor, target_temperature: float = 0.0
+) -> torch.Tensor:
     """CLIP's symmetric InfoNCE between matched rows of ``a`` and ``b`` (cosine similarity × exp(logit_scale)).
 
     The mean of the row-wise and column-wise cross-entropy of ``exp(s) · â b̂ᵀ`` with the diagonal as targets; the
@@ -47,18 +51,28 @@ def symmetric_info_nce(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tens
         Row i of ``a`` matches row i of ``b``; both are L2-normalised here.
     logit_scale : scalar tensor
         Log of the inverse temperature.
+    target_temperature : float
+        0: the diagonal is the only positive (CLIP). > 0: soft targets ``softmax(b̂ b̂ᵀ / target_temperature)`` per
+        row (SoftCLIP, as NeuroClips trains its semantic decoder, reference C.3), so samples with identical or
+        near-identical targets — clips of one scene share a caption — are not pushed apart.
 
     Returns
     -------
     scalar tensor
     """
+    if target_temperature < 0:
+        raise ValueError(f"target_temperature: expected a number >= 0, got {target_temperature!r}.")
     if a.ndim != 2 or a.shape != b.shape:
         raise ValueError(
             f"symmetric_info_nce: expected two tensors of the same shape (batch, embed_dim), got {tuple(a.shape)} "
             f"and {tuple(b.shape)}."
         )
-    logits = logit_scale.exp().clamp(max=100.0) * F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T
-    targets = torch.arange(len(a), device=a.device)
+    b_hat = F.normalize(b, dim=-1)
+    logits = logit_scale.exp().clamp(max=100.0) * F.normalize(a, dim=-1) @ b_hat.T
+    if target_temperature > 0:
+        targets = (b_hat @ b_hat.T / target_temperature).softmax(dim=-1).detach()  # symmetric: rows = columns
+    else:
+        targets = torch.arange(len(a), device=a.device)
     return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
 
 
@@ -208,6 +222,7 @@ def semantic_loss(
     logit_scale: torch.Tensor,
     alpha: float = 0.5,
     token_weight: float = 1.0,
+    target_temperature: float = 0.0,
 ) -> SemanticLoss:
     """α·InfoNCE_sym(f, text) + (1 − α)·InfoNCE_sym(f, video) + token_weight·MSE(tokens).
 
@@ -230,6 +245,8 @@ def semantic_loss(
         Weight of the text term.
     token_weight : float
         Weight of the token MSE (the code uses 0.5).
+    target_temperature : float
+        Soft contrastive targets (see :func:`symmetric_info_nce`); 0 = the paper's hard InfoNCE.
 
     Returns
     -------
@@ -245,8 +262,8 @@ def semantic_loss(
     for name, x in (("text_emb", text_emb), ("video_emb", video_emb)):
         check_shape(x, name, tuple(f.shape), f"{tuple(f.shape)} like f")
     check_shape(tokens_true, "tokens_true", tuple(tokens_pred.shape), f"{tuple(tokens_pred.shape)} like tokens_pred")
-    text = symmetric_info_nce(f, text_emb, logit_scale)
-    video = symmetric_info_nce(f, video_emb, logit_scale)
+    text = symmetric_info_nce(f, text_emb, logit_scale, target_temperature)
+    video = symmetric_info_nce(f, video_emb, logit_scale, target_temperature)
     tokens = F.mse_loss(tokens_pred, tokens_true)
     return SemanticLoss(alpha * text + (1 - alpha) * video + token_weight * tokens, text, video, tokens)
 

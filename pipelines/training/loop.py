@@ -1,9 +1,13 @@
-"""One resumable training loop shared by the backbone trainers (each supplies its batches, loss and validation).
+"""One resumable training loop shared by the backbone and decoder trainers (each supplies batches, loss, validation).
 
 Reads top to bottom: sample a batch → loss → step → every ``eval_every`` steps validate, keep the best weights,
 write a checkpoint atomically. A run interrupted at any point resumes from its last checkpoint with the same
 random stream (the batch generator is re-seeded from the step number), so it ends where an uninterrupted run
 would. Checkpoint selection uses the validation score only; the trainers never pass test data here.
+
+The loop runs on Hugging Face Accelerate: the same code trains on the CPU, on one GPU, or on several processes
+started with ``accelerate launch`` (each process draws its own batches, gradients are averaged, the main process
+writes the checkpoints). Batches are moved to the accelerator's device with :func:`to_device`.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -60,6 +65,23 @@ def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def to_device(batch: Any, device: torch.device | str) -> Any:
+    """``batch`` with every tensor in it (also inside tuples, lists and dicts) moved to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        moved = [to_device(v, device) for v in batch]
+        return type(batch)(*moved) if hasattr(batch, "_fields") else type(batch)(moved)
+    return batch
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a distributed wrapper (``model.module``), or ``model`` itself."""
+    return getattr(model, "module", model)
+
+
 def train(
     name: str,
     model: torch.nn.Module,
@@ -69,6 +91,7 @@ def train(
     config: LoopConfig,
     workdir: str | Path,
     params: list[torch.nn.Parameter] | None = None,
+    accelerator: Accelerator | None = None,
 ) -> tuple[torch.nn.Module, LoopResult]:
     """Train ``model`` and return it with its best validation weights loaded.
 
@@ -87,6 +110,10 @@ def train(
         atomically); an existing checkpoint is resumed.
     params : list of parameters, optional
         What to optimise (default: all of ``model``'s).
+    accelerator : Accelerator, optional
+        Default: one on the model's device (CPU unless the model was moved to a GPU). ``loss_fn`` receives the
+        prepared model (under several processes a distributed wrapper: reach attributes through :func:`unwrap`)
+        and the batch on the accelerator's device; ``validate`` receives the plain model.
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -106,48 +133,61 @@ def train(
         start, history = state["step"], state["history"]
         best_score, best_step = state["best_score"], state["best_step"]
     best = load_file(workdir / "best.safetensors") if (workdir / "best.safetensors").is_file() else None
+    if accelerator is None:
+        first = next(model.parameters(), None)
+        accelerator = Accelerator(cpu=first is None or first.device.type == "cpu")
+    plain = model
+    model, optimizer = accelerator.prepare(model, optimizer)
+    main = accelerator.is_main_process
 
     began, losses = time.time(), []
-    progress = tqdm(range(start, config.steps), desc=name, initial=start, total=config.steps, unit="step")
+    progress = tqdm(
+        range(start, config.steps), desc=name, initial=start, total=config.steps, unit="step", disable=not main
+    )
     for step in progress:
-        rng = np.random.default_rng([config.seed, step])
-        torch.manual_seed(config.seed * 1_000_003 + step)
+        rank = [accelerator.process_index] if accelerator.process_index else []  # process 0: the 1-process stream
+        rng = np.random.default_rng([config.seed, step, *rank])
+        torch.manual_seed(config.seed * 1_000_003 + step + 7919 * accelerator.process_index)
         model.train()
         for group in optimizer.param_groups:
             group["lr"] = _lr(step, config)
-        loss = loss_fn(model, sample_batch(rng))
+        loss = loss_fn(model, to_device(sample_batch(rng), accelerator.device))
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        accelerator.backward(loss)
         if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            accelerator.clip_grad_norm_(params, config.grad_clip)
         optimizer.step()
         losses.append(loss.item())
         progress.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         if (step + 1) % config.eval_every == 0 or step + 1 == config.steps:
             model.eval()
             with torch.no_grad():
-                score = float(validate(model))
+                score = float(validate(plain))
             history.append(
                 {"step": step + 1, "train_loss": float(np.mean(losses[-config.eval_every :])), "score": score}
             )
-            if score < best_score:
+            improved = score < best_score
+            if improved:
                 best_score, best_step = score, step + 1
-                best = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                _atomic_save(best, workdir / "best.safetensors")
-            _atomic_save(model.state_dict(), workdir / "last.safetensors")
-            _atomic_save(_optimizer_to_tensors(optimizer), workdir / "optimizer.safetensors")
-            state = {"step": step + 1, "history": history, "best_score": best_score, "best_step": best_step,
-                     "config": asdict(config)}  # fmt: skip
-            tmp = state_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(state, indent=1))
-            os.replace(tmp, state_path)
-            progress.write(
-                f"{name} step {step + 1}: train loss {history[-1]['train_loss']:.4f}, validation {score:.4f}"
-            )
+                best = {k: v.detach().clone() for k, v in plain.state_dict().items()}
+            if main:
+                if improved:
+                    _atomic_save(best, workdir / "best.safetensors")
+                _atomic_save(plain.state_dict(), workdir / "last.safetensors")
+                _atomic_save(_optimizer_to_tensors(optimizer), workdir / "optimizer.safetensors")
+                state = {"step": step + 1, "history": history, "best_score": best_score, "best_step": best_step,
+                         "config": asdict(config)}  # fmt: skip
+                tmp = state_path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(state, indent=1))
+                os.replace(tmp, state_path)
+                progress.write(
+                    f"{name} step {step + 1}: train loss {history[-1]['train_loss']:.4f}, validation {score:.4f}"
+                )
+            accelerator.wait_for_everyone()
     if best is not None:
-        model.load_state_dict(best)
-    model.eval()
-    return model, LoopResult(best_score, best_step, history, time.time() - began)
+        plain.load_state_dict(best)
+    plain.eval()
+    return plain, LoopResult(best_score, best_step, history, time.time() - began)
 
 
 def checkpoint_step(workdir: str | Path) -> int:

@@ -93,3 +93,76 @@ def test_captions_are_computed_once_and_cached_as_text(dataset, tmp_path):
     assert path.is_file()
     with pytest.raises(ValueError, match=r"frame_index: expected 0..7, got 9"):
         extract.caption_features(val, FakeCaptioner(), frame_index=9)
+
+
+class PairRecorder:
+    """Stands in for RAFT: records the frame pairs it is given (frames are filled with 10 x clip + frame index) and
+    returns a flow whose dx is the first frame's index and dy the second's."""
+
+    name = "fake:pairs"
+
+    def __init__(self):
+        self.pairs = []
+
+    def __call__(self, first, second):
+        a, b = first[:, 0, 0, 0].astype(int), second[:, 0, 0, 0].astype(int)
+        self.pairs.extend(zip(a.tolist(), b.tolist(), strict=True))
+        flow = np.zeros((*first.shape[:3], 2), np.float32)
+        flow[..., 0], flow[..., 1] = (a % 10)[:, None, None], (b % 10)[:, None, None]
+        return flow
+
+
+def labelled_split(n_clips=3, n_frames=8, size=4):
+    """A split whose frame t of clip c is filled with the value 10 c + t."""
+    values = 10 * np.arange(n_clips)[:, None] + np.arange(n_frames)
+    frames = np.broadcast_to(values[:, :, None, None, None], (n_clips, n_frames, size, size, 3)).astype(np.uint8)
+    index = np.arange(n_clips)
+    return extract.Split(np.zeros((n_clips, 5)), np.array(["seg1"] * n_clips), index, index, frames.copy())
+
+
+@pytest.mark.parametrize(
+    ("n_frames", "stride", "starts"),
+    [(8, 1, [0, 1, 2, 3, 4, 5, 6]), (8, 2, [0, 2, 4]), (8, 3, [0, 3]), (8, 7, [0]), (7, 2, [0, 2, 4]), (6, 4, [0])],
+)
+def test_flow_pairs_are_stride_frames_apart_within_each_clip(n_frames, stride, starts):
+    estimator = PairRecorder()
+    flows = extract.flow_features(labelled_split(n_frames=n_frames), estimator, stride=stride, batch_size=2)
+    assert len(starts) == (n_frames - 1) // stride  # the documented count
+    assert flows.shape == (3, len(starts), 4, 4, 2) and flows.dtype == np.float32
+    expected = [(10 * c + s, 10 * c + s + stride) for c in range(3) for s in starts]
+    assert estimator.pairs == expected  # in clip order, never across clips, batches of 2 pairs notwithstanding
+    for c in range(3):
+        np.testing.assert_array_equal(flows[c, :, 0, 0, 0], starts)  # flow k of clip c is of pair k
+        np.testing.assert_array_equal(flows[c, :, 0, 0, 1], np.array(starts) + stride)
+
+
+def test_flow_stride_one_is_the_default():
+    a, b = PairRecorder(), PairRecorder()
+    np.testing.assert_array_equal(
+        extract.flow_features(labelled_split(), a), extract.flow_features(labelled_split(), b, stride=1)
+    )
+    assert a.pairs == b.pairs and len(a.pairs) == 3 * 7
+
+
+def test_flow_stride_with_a_grid():
+    flows = extract.flow_features(labelled_split(size=8), PairRecorder(), grid=2, stride=2)
+    assert flows.shape == (3, 3, 2, 2, 2)
+    # resampled to 2 x 2 pixels from 8 x 8: the flow, in grid pixels, shrinks by 4
+    np.testing.assert_allclose(flows[0, :, 0, 0, 1], np.array([2, 4, 6]) / 4)
+
+
+@pytest.mark.parametrize("stride", [0, -1, 8, 9, 2.0, True])
+def test_flow_stride_must_fit_the_clip(stride):
+    with pytest.raises(
+        ValueError, match=rf"stride: expected an integer in \[1, 7\] for clips of 8 frames, got {stride!r}\."
+    ):
+        extract.flow_features(labelled_split(), PairRecorder(), stride=stride)
+
+
+def test_flow_stride_is_part_of_the_cache_key(dataset, tmp_path):
+    cache = extract.FeatureCache(tmp_path)
+    one = extract.extract(dataset, "val", "flow", PairRecorder(), cache, grid=2)
+    two = extract.extract(dataset, "val", "flow", PairRecorder(), cache, grid=2, stride=2)
+    assert one.shape[1] == 7 and two.shape[1] == 3
+    assert cache.path(dataset.key, "fake:pairs", "flow-grid2-stride2", "val").is_file()
+    assert cache.path(dataset.key, "fake:pairs", "flow-grid2", "val").is_file()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -70,6 +71,37 @@ def test_symmetric_info_nce_matches_a_hand_written_reference():
         ValueError, match=r"expected two tensors of the same shape \(batch, embed_dim\), got \(5, 3\) and \(4, 3\)"
     ):
         symmetric_info_nce(torch.zeros(5, 3), torch.zeros(4, 3), torch.tensor(1.0))
+
+
+def _soft_info_nce_reference(a: np.ndarray, b: np.ndarray, scale: float, tau: float) -> float:
+    """SoftCLIP written out: cross-entropy against softmax(b̂ b̂ᵀ / tau) rows, in both directions."""
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    logits = scale * a @ b.T
+    target = np.exp(b @ b.T / tau)
+    target /= target.sum(axis=1, keepdims=True)
+    log_rows = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    log_cols = logits.T - np.log(np.exp(logits.T).sum(axis=1, keepdims=True))
+    return float((-(target * log_rows).sum(axis=1).mean() - (target * log_cols).sum(axis=1).mean()) / 2)
+
+
+def test_soft_targets_match_a_reference_and_tie_duplicate_targets():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(6, 4)), rng.normal(size=(6, 4))
+    scale = torch.tensor(math.log(1 / 0.07), dtype=torch.float64)
+    got = symmetric_info_nce(torch.tensor(a), torch.tensor(b), scale, target_temperature=0.1)
+    assert float(got) == pytest.approx(_soft_info_nce_reference(a, b, 1 / 0.07, 0.1), rel=1e-10)
+    # a very low temperature is the hard (diagonal) loss when the targets are distinct
+    cold = symmetric_info_nce(torch.tensor(a), torch.tensor(b), scale, target_temperature=1e-4)
+    assert float(cold) == pytest.approx(_info_nce_reference(a, b, 1 / 0.07), rel=1e-6)
+    # two clips with one caption: swapping their predictions changes the hard loss but not the soft one
+    b[1] = b[0]
+    swapped = a.copy()
+    swapped[[0, 1]] = swapped[[1, 0]]
+    soft = [float(symmetric_info_nce(torch.tensor(x), torch.tensor(b), scale, 0.05)) for x in (a, swapped)]
+    assert soft[0] == pytest.approx(soft[1], rel=1e-12)
+    with pytest.raises(ValueError, match=r"target_temperature: expected a number >= 0, got -1"):
+        symmetric_info_nce(torch.tensor(a), torch.tensor(b), scale, target_temperature=-1)
 
 
 def test_semantic_loss_is_the_paper_formula_plus_token_mse():
@@ -269,6 +301,14 @@ def test_cmg_shapes_and_attention_follows_the_mask():
     torch.testing.assert_close(other[:, 2:], base[:, 2:])
     torch.testing.assert_close(other[:, 0], base[:, 0])
     assert not torch.allclose(other[:, 1], base[:, 1])
+
+
+def test_cmg_predict_delta_adds_the_input_frame():
+    model = ConsistencyMotionGenerator(replace(CMG, predict_delta=True)).eval()
+    torch.nn.init.zeros_(model.out.weight)  # the network's own output is 0: only the residual remains
+    torch.nn.init.zeros_(model.out.bias)
+    latents, fmri = torch.randn(2, 4, 2, 4, 4), torch.randn(2, 20)
+    torch.testing.assert_close(model(latents, fmri), latents)
 
 
 def test_cmg_draws_a_new_training_mask_each_call():

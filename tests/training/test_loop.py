@@ -1,10 +1,14 @@
-"""pipelines.training.loop: the loss falls, the best validation weights are kept, an interrupted run resumes exactly."""
+"""pipelines.training.loop: the loss falls, the best validation weights are kept, an interrupted run resumes exactly;
+batches reach the accelerator's device through to_device, wrapped models are reached through unwrap."""
+
+from collections import namedtuple
 
 import numpy as np
 import pytest
 import torch
+from accelerate import Accelerator
 
-from pipelines.training.loop import LoopConfig, train
+from pipelines.training.loop import LoopConfig, to_device, train, unwrap
 
 W = torch.tensor([[2.0], [-1.0], [0.5]])
 
@@ -74,3 +78,61 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     train("toy", make_model(), sample, loss_fn, validate, LoopConfig(steps=10, eval_every=5), tmp_path)
     with pytest.raises(ValueError, match="holds a checkpoint trained with"):
         train("toy", make_model(), sample, loss_fn, validate, LoopConfig(steps=20, eval_every=5), tmp_path)
+
+
+Batch = namedtuple("Batch", ["fmri", "extras"])
+
+
+def test_to_device_moves_every_tensor_and_keeps_the_containers():
+    a, b, c = torch.ones(2), torch.zeros(3, 1), torch.arange(4)
+    labels = np.arange(3)
+    batch = (a, [b, {"c": c, "name": "clip", "n": 3, "labels": labels}], Batch(fmri=a, extras=(b, None)))
+    moved = to_device(batch, "meta")  # a device every machine has; "cpu" would leave tensors where they are
+    assert type(moved) is tuple and type(moved[1]) is list and type(moved[1][1]) is dict
+    assert type(moved[2]) is Batch and type(moved[2].extras) is tuple
+    tensors = [moved[0], moved[1][0], moved[1][1]["c"], moved[2].fmri, moved[2].extras[0]]
+    assert all(t.device.type == "meta" for t in tensors)
+    assert [t.shape for t in tensors] == [a.shape, b.shape, c.shape, a.shape, b.shape]
+    assert moved[1][1]["c"].dtype == torch.int64
+    assert moved[1][1]["name"] == "clip" and moved[1][1]["n"] == 3 and moved[1][1]["labels"] is labels
+    assert moved[2].extras[1] is None
+    assert a.device.type == "cpu"  # the input is left as it was
+
+
+def test_to_device_of_a_bare_tensor_and_of_non_tensors():
+    assert to_device(torch.ones(1), "meta").device.type == "meta"
+    assert to_device(None, "meta") is None and to_device("text", "meta") == "text"
+    assert to_device([], "meta") == [] and to_device({}, "meta") == {}
+
+
+class Wrapper(torch.nn.Module):
+    """Like DistributedDataParallel: the real model is ``.module``."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+
+def test_unwrap_reaches_the_wrapped_module():
+    inner = torch.nn.Linear(2, 1)
+    assert unwrap(Wrapper(inner)) is inner
+    assert unwrap(inner) is inner
+
+
+def test_an_explicit_cpu_accelerator_gives_the_default_result(tmp_path):
+    seen = []
+
+    def recording_loss(model, batch):
+        seen.append(batch[0].device.type)
+        return loss_fn(model, batch)
+
+    default, default_result = train("toy", make_model(), sample, loss_fn, validate, CONFIG, tmp_path / "a")
+    explicit, result = train(
+        "toy", make_model(), sample, recording_loss, validate, CONFIG, tmp_path / "b", accelerator=Accelerator(cpu=True)
+    )
+    assert set(seen) == {"cpu"} and len(seen) == CONFIG.steps
+    assert result.history == default_result.history
+    assert (result.best_step, result.best_score) == (default_result.best_step, default_result.best_score)
+    for a, b in zip(default.state_dict().values(), explicit.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert type(explicit) is torch.nn.Sequential and not explicit.training  # the plain model, not a wrapper

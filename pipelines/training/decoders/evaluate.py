@@ -1,0 +1,247 @@
+"""``python -m pipelines evaluate-decoders``: score each trained stage-1 decoder on the test split, beside its ridge
+baseline and its controls.
+
+| stage | metric (test split) | controls |
+|---|---|---|
+| semantic, fmri-encoder | caption retrieval top-10 / top-1 among the split's distinct captions | ridge, chance, shuffled fMRI |
+| structure | first-frame latent MSE | ridge, mean training latent, shuffled fMRI |
+| motion | latent MSE of frames 1… generated from the true first latent; shuffle test | ridge, repeated first frame, shuffled fMRI |
+| flow | end-point error against the teacher (RAFT) flow, grid pixels | ridge, zero flow, shuffled fMRI |
+
+"Shuffled fMRI" gives each test clip the fMRI of another test clip (one fixed permutation), keeping everything
+else. The motion shuffle test (reference A.9) permutes the order of the generated latents; its metric is the
+*latent motion cosine*: the cosine between predicted and true frame-to-frame latent differences, averaged over
+steps and clips, which rewards motion in the right direction and not mere closeness to the first frame. (The
+reference scores pixel flow EPE on decoded videos; that belongs to the end-to-end evaluation.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipelines.evaluation.significance import shuffle_test
+from pipelines.models.brainnrds import FlowDecoder
+from pipelines.models.mind_animator import ConsistencyMotionGenerator, SemanticDecoder, StructureDecoder
+from pipelines.models.neurocine import FMRIEncoder
+from pipelines.training.decoders.config import STAGES, DecodersConfig, load_decoders_config
+from pipelines.training.decoders.data import DecoderData
+from pipelines.training.decoders.ridge import fit_ridge
+from pipelines.training.decoders.stages import caption_ranks, end_point_error, make_stage
+
+MODELS = {
+    "semantic": SemanticDecoder,
+    "structure": StructureDecoder,
+    "motion": ConsistencyMotionGenerator,
+    "flow": FlowDecoder,
+    "fmri-encoder": FMRIEncoder,
+}
+TOP_K = 10
+# issue targets: semantic top-10 >= 3x chance; shuffle test p < 0.05; flow EPE < zero and shuffled-fMRI EPE
+RETRIEVAL_FACTOR = 3.0
+SHUFFLE_P = 0.05
+
+
+def motion_cosine(predicted: np.ndarray, target: np.ndarray, order: np.ndarray | None = None) -> float:
+    """Mean cosine between predicted and true frame-to-frame differences.
+
+    Parameters
+    ----------
+    predicted, target : arrays of shape (n_clips, n_frames, ...)
+    order : int array of shape (n_frames,), optional
+        Take the predicted frames in this order (the shuffle test's permutation).
+    """
+    if predicted.shape != target.shape or predicted.ndim < 3:
+        raise ValueError(
+            f"motion_cosine: expected two arrays of one shape (n_clips, n_frames, ...), got {predicted.shape} and "
+            f"{target.shape}."
+        )
+    p = predicted if order is None else predicted[:, order]
+    dp = np.diff(p.reshape(*p.shape[:2], -1), axis=1)
+    dt = np.diff(target.reshape(*target.shape[:2], -1), axis=1)
+    cos = (dp * dt).sum(-1) / (np.linalg.norm(dp, axis=-1) * np.linalg.norm(dt, axis=-1)).clip(min=1e-8)
+    return float(cos.mean())
+
+
+def _retrieval(embeddings: np.ndarray, data: DecoderData) -> dict[str, float]:
+    test = data.splits["test"]
+    ranks, n = caption_ranks(embeddings, test.captions, test.text)
+    return {
+        "top10": float((ranks < TOP_K).mean()),
+        "top1": float((ranks < 1).mean()),
+        "chance_top10": min(TOP_K, n) / n,
+        "chance_top1": 1 / n,
+        "n_candidates": n,
+    }
+
+
+def _flat(*arrays: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.asarray(a, np.float64).reshape(len(a), -1) for a in arrays], axis=1)
+
+
+def _ridge(data: DecoderData, inputs, target) -> np.ndarray:
+    """Fit on train (penalty on val) a ridge from ``inputs(split)`` to ``target(split)``; predict test."""
+    model = fit_ridge(_flat(*inputs("train")), _flat(target("train")), _flat(*inputs("val")), _flat(target("val")))
+    return model.predict(_flat(*inputs("test")))
+
+
+def _thumbnails(frames: np.ndarray, size: int = 16) -> np.ndarray:
+    """uint8 frames (n, h, w, 3) → area-averaged thumbnails (n, size, size, 3) in [0, 1] (any h, w)."""
+    images = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
+    return torch.nn.functional.adaptive_avg_pool2d(images, size).permute(0, 2, 3, 1).numpy()
+
+
+def evaluate_stage(name: str, model: torch.nn.Module, config: DecodersConfig, data: DecoderData, seed: int = 0) -> dict:
+    """Test-split metrics of one stage, with its ridge baseline and controls (see the module docstring)."""
+    stage = make_stage(name, config.stages[name], data)
+    test = data.splits["test"]
+    shuffle = np.random.default_rng(seed).permutation(len(test))
+    out: dict[str, Any] = {"n_test_clips": len(test)}
+    if name in ("semantic", "fmri-encoder"):
+        fmri = stage.inputs("test")
+        out.update(_retrieval(stage.embed(model, fmri), data))
+        out["shuffled_fmri_top10"] = _retrieval(stage.embed(model, fmri[shuffle]), data)["top10"]
+        ridge = _ridge(data, lambda s: (stage.inputs(s),), lambda s: data.splits[s].text)
+        out["ridge_top10"] = _retrieval(ridge, data)["top10"]
+        out["beats_ridge"] = out["top10"] > out["ridge_top10"]
+        out["target_met"] = out["top10"] >= RETRIEVAL_FACTOR * out["chance_top10"]
+    elif name == "structure":
+        fmri, target = data.volume("test"), test.latents[:, 0]
+        out["mse"] = float(np.mean((stage.predict(model, fmri) - target) ** 2))
+        out["shuffled_fmri_mse"] = float(np.mean((stage.predict(model, fmri[shuffle]) - target) ** 2))
+        out["mean_latent_mse"] = float(np.mean((data.splits["train"].latents[:, 0].mean(axis=0) - target) ** 2))
+        ridge = _ridge(data, lambda s: (data.volume(s),), lambda s: data.splits[s].latents[:, 0])
+        out["ridge_mse"] = float(np.mean((ridge.reshape(target.shape) - target) ** 2))
+        out["beats_ridge"] = out["mse"] < out["ridge_mse"]
+    elif name == "motion":
+        fmri, latents = data.volume("test"), test.latents
+        generated = stage.predict(model, fmri, latents[:, 0])
+        control = stage.predict(model, fmri[shuffle], latents[:, 0])
+        out["mse"] = float(np.mean((generated[:, 1:] - latents[:, 1:]) ** 2))
+        out["shuffled_fmri_mse"] = float(np.mean((control[:, 1:] - latents[:, 1:]) ** 2))
+        out["repeat_first_mse"] = float(np.mean((latents[:, :1] - latents[:, 1:]) ** 2))
+        ridge = _ridge(
+            data, lambda s: (data.volume(s), data.splits[s].latents[:, 0]), lambda s: data.splits[s].latents[:, 1:]
+        ).reshape(latents[:, 1:].shape)
+        out["ridge_mse"] = float(np.mean((ridge - latents[:, 1:]) ** 2))
+        out["beats_ridge"] = out["mse"] < out["ridge_mse"]
+        n_frames = latents.shape[1]
+        ridge_video = np.concatenate([latents[:, :1], ridge], axis=1)
+        for key, video in (("", generated), ("shuffled_fmri_", control), ("ridge_", ridge_video)):
+            out[f"{key}motion_cosine"] = motion_cosine(video, latents)
+            test_result = shuffle_test(lambda order, v=video: motion_cosine(v, latents, order), n_frames, seed=seed)
+            out[f"{key}shuffle_test"] = {
+                "metric": "latent_motion_cosine",
+                "observed": test_result.observed,
+                "p_mean": test_result.p_mean,
+                "p_std": test_result.p_std,
+            }
+        out["target_met"] = (
+            out["shuffle_test"]["p_mean"] < SHUFFLE_P and out["shuffled_fmri_shuffle_test"]["p_mean"] >= SHUFFLE_P
+        )
+    elif name == "flow":
+        target = test.flows
+        out["epe"] = end_point_error(stage.predict(model, test.fmri, test.first_frames), target)
+        out["shuffled_fmri_epe"] = end_point_error(stage.predict(model, test.fmri[shuffle], test.first_frames), target)
+        out["zero_epe"] = end_point_error(np.zeros_like(target), target)
+        ridge = _ridge(
+            data,
+            lambda s: (data.splits[s].fmri, _thumbnails(data.splits[s].first_frames)),
+            lambda s: data.splits[s].flows,
+        )
+        out["ridge_epe"] = end_point_error(ridge.reshape(target.shape).astype(np.float32), target)
+        out["beats_ridge"] = out["epe"] < out["ridge_epe"]
+        out["target_met"] = out["epe"] < out["zero_epe"] and out["epe"] < out["shuffled_fmri_epe"]
+    return out
+
+
+def evaluate_decoders(decoders_dir: str | Path, config: DecodersConfig, data: DecoderData, seed: int = 0) -> dict:
+    """Evaluate every stage saved under ``decoders_dir``; also writes ``decoders_dir/evaluation.json``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If no stage has been trained there.
+    """
+    decoders_dir = Path(decoders_dir)
+    found = [s for s in STAGES if (decoders_dir / s / "config.json").is_file()]
+    if not found:
+        raise FileNotFoundError(
+            f"{decoders_dir}: expected at least one trained stage folder among {list(STAGES)} (python -m pipelines "
+            "train --stage ... --out this folder), found none."
+        )
+    results: dict[str, Any] = {"simulated": data.splits["test"].category is not None, "split": "test"}
+    for name in found:
+        model = MODELS[name].from_pretrained(decoders_dir / name)
+        results[name] = evaluate_stage(name, model, config, data, seed)
+    (decoders_dir / "evaluation.json").write_text(json.dumps(results, indent=1))
+    return results
+
+
+def _table(results: dict) -> str:
+    lines = ["| stage | metric | decoder | ridge | controls |", "|---|---|---|---|---|"]
+    for name in STAGES:
+        r = results.get(name)
+        if r is None:
+            continue
+        if name in ("semantic", "fmri-encoder"):
+            lines.append(
+                f"| {name} | caption top-10 | {r['top10']:.3f} | {r['ridge_top10']:.3f} | chance "
+                f"{r['chance_top10']:.3f}, shuffled fMRI {r['shuffled_fmri_top10']:.3f} |"
+            )
+        elif name == "structure":
+            lines.append(
+                f"| structure | latent MSE | {r['mse']:.4f} | {r['ridge_mse']:.4f} | mean latent "
+                f"{r['mean_latent_mse']:.4f}, shuffled fMRI {r['shuffled_fmri_mse']:.4f} |"
+            )
+        elif name == "motion":
+            lines.append(
+                f"| motion | latent MSE, frames 1… | {r['mse']:.4f} | {r['ridge_mse']:.4f} | first frame repeated "
+                f"{r['repeat_first_mse']:.4f}, shuffled fMRI {r['shuffled_fmri_mse']:.4f} |"
+            )
+            lines.append(
+                f"| motion | shuffle test p (motion cosine) | {r['shuffle_test']['p_mean']:.3f} ± "
+                f"{r['shuffle_test']['p_std']:.3f} | {r['ridge_shuffle_test']['p_mean']:.3f} | shuffled fMRI "
+                f"{r['shuffled_fmri_shuffle_test']['p_mean']:.3f} ± {r['shuffled_fmri_shuffle_test']['p_std']:.3f} |"
+            )
+        elif name == "flow":
+            lines.append(
+                f"| flow | EPE (grid px) | {r['epe']:.3f} | {r['ridge_epe']:.3f} | zero {r['zero_epe']:.3f}, "
+                f"shuffled fMRI {r['shuffled_fmri_epe']:.3f} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipelines.training.decoders.train import add_data_arguments, load_data, parse_data_arguments
+
+    parser = argparse.ArgumentParser(prog="python -m pipelines evaluate-decoders", description=__doc__.split("\n")[0])
+    parser.add_argument("--decoders", required=True, help="the folder train --out wrote")
+    add_data_arguments(parser)  # --config and overrides: those the decoders were trained with
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    args = parse_data_arguments(parser, argv)
+    try:
+        config = load_decoders_config(args.config, args.overrides)
+        data = load_data(config, args.data, args.backbones, args.tier, args.cache_dir)
+        results = evaluate_decoders(args.decoders, config, data, args.seed)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(results, indent=1))
+    else:
+        if results["simulated"]:
+            print("Simulated subject (not human data).")
+        print(_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,368 @@
+"""The five training stages: how each decoder is built from the data, what a batch is, its loss, its validation score
+and its predictions.
+
+Every stage reads the ``train`` split for batches (and the flow codebook) and the ``val`` split for its validation
+score, which selects the checkpoint. Nothing here reads ``test``: :mod:`pipelines.training.decoders.evaluate` does,
+through :meth:`Stage.predict`.
+
+| stage | model | input | target | validation score (lower is better) |
+|---|---|---|---|---|
+| semantic | Mind-Animator ``SemanticDecoder`` | clip volume | CLIP text / video embedding, text tokens | mean caption rank |
+| structure | Mind-Animator ``StructureDecoder`` | clip volume | first-frame VAE latent | latent MSE |
+| motion | Mind-Animator ``ConsistencyMotionGenerator`` | clip volume + first latent | latents of frames 1… | generated MSE |
+| flow | BrainNRDS ``FlowDecoder`` | 5-TR window + first frame | RAFT flow on the grid | EPE (grid pixels) |
+| fmri-encoder | NeuroCine ``FMRIEncoder`` | 3-TR window | CLIP embeddings, text tokens | mean caption rank |
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipelines.models.augment import sparsify, spatial_mask, temporal_interpolate
+from pipelines.models.brainnrds import FlowDecoder, flow_classification_loss
+from pipelines.models.mind_animator import (
+    ConsistencyMotionGenerator,
+    SemanticDecoder,
+    StructureDecoder,
+    consistency_loss,
+    l1_weight_penalty,
+    semantic_loss,
+    structure_loss,
+)
+from pipelines.models.neurocine import FMRIEncoder, neurocine_loss, patchify
+from pipelines.training.decoders.data import DecoderData
+from pipelines.training.loop import unwrap
+
+EVAL_BATCH = 128
+
+
+def caption_ranks(embeddings: np.ndarray, captions: np.ndarray, text: np.ndarray) -> tuple[np.ndarray, int]:
+    """Rank of each clip's own caption among the split's distinct captions, by cosine similarity.
+
+    Clips of one scene share a caption, so candidates are the distinct captions (identical captions would tie).
+
+    Parameters
+    ----------
+    embeddings : array of shape (n, embed_dim)
+        Predicted CLIP-space embeddings.
+    captions : array of shape (n,), str
+    text : array of shape (n, embed_dim)
+        CLIP text embedding of each clip's caption.
+
+    Returns
+    -------
+    ranks : int array of shape (n,)
+        0 = the own caption is the most similar; ties count against the prediction; a NaN prediction ranks last.
+    n_candidates : int
+    """
+    _, first, inverse = np.unique(captions, return_index=True, return_inverse=True)
+    candidates = text[first] / np.linalg.norm(text[first], axis=1, keepdims=True).clip(min=1e-8)
+    pred = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True).clip(min=1e-8)
+    similarity = np.nan_to_num(pred @ candidates.T, nan=-np.inf)  # a diverged (NaN) prediction ranks last
+    own = similarity[np.arange(len(pred)), inverse]
+    others = similarity > own[:, None]
+    ties = (similarity == own[:, None]).sum(axis=1) - 1
+    return others.sum(axis=1) + ties, len(candidates)
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _tensor(array: np.ndarray, index: np.ndarray | slice | None = None) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array if index is None else array[index], dtype=np.float32))
+
+
+def _images(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (n, height, width, 3) → float (n, 3, height, width) in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
+
+
+@torch.no_grad()
+def _batched(fn, n: int, batch: int = EVAL_BATCH) -> Any:
+    """Concatenate ``fn(slice)`` over consecutive slices of ``range(n)``; fn returns a tensor or a tuple of them."""
+    parts = [fn(slice(i, min(i + batch, n))) for i in range(0, n, batch)]
+    if isinstance(parts[0], tuple):
+        return tuple(torch.cat([p[j] for p in parts]).cpu().numpy() for j in range(len(parts[0])))
+    return torch.cat(parts).cpu().numpy()
+
+
+class Stage:
+    """One decoder's training recipe over a :class:`DecoderData` (``config`` is the stage's *Stage dataclass)."""
+
+    name: str
+
+    def __init__(self, config: Any, data: DecoderData):
+        self.config, self.data = config, data
+        self.train_split, self.n_train = data.splits["train"], len(data.splits["train"])
+
+    def build(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def prepare(self, model: torch.nn.Module) -> None:
+        """Fit what the model needs from training data before the loop (e.g. a codebook)."""
+
+    def sample_batch(self, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+        index = np.sort(rng.choice(self.n_train, size=min(self.config.loop.batch_size, self.n_train), replace=False))
+        return self.batch("train", index)
+
+    def batch(self, split: str, index: np.ndarray | slice) -> tuple[torch.Tensor, ...]:
+        raise NotImplementedError
+
+    def loss(self, model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def validate(self, model: torch.nn.Module) -> float:
+        raise NotImplementedError
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class _RetrievalStage(Stage):
+    """Shared by the stages whose output lives in CLIP space: validation = mean normalised caption rank."""
+
+    def embed(self, model: torch.nn.Module, fmri: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def validate(self, model: torch.nn.Module) -> float:
+        split = self.data.splits["val"]
+        ranks, n = caption_ranks(self.embed(model, self.inputs("val")), split.captions, split.text)
+        return float(ranks.mean() / max(1, n - 1))
+
+    def inputs(self, split: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def batch(self, split, index):
+        """(fMRI input, caption embedding, video embedding, conditioning tokens) of the clips at ``index``."""
+        s = self.data.splits[split]
+        return (_tensor(self.inputs(split), index), _tensor(s.text, index), _tensor(s.video, index),
+                _tensor(s.tokens, index))  # fmt: skip
+
+
+class SemanticStage(_RetrievalStage):
+    name = "semantic"
+
+    def build(self) -> SemanticDecoder:
+        s = self.train_split
+        model = replace(
+            self.config.model,
+            n_voxels=self.data.n_voxels,
+            embed_dim=s.text.shape[1],
+            n_tokens=s.tokens.shape[1],
+            token_dim=s.tokens.shape[2],
+        )
+        return SemanticDecoder(model)
+
+    def inputs(self, split: str) -> np.ndarray:
+        return self.data.volume(split)
+
+    def loss(self, model, batch):
+        fmri, text, video, tokens = batch
+        t = self.config.train
+        if t.sparsify > 0:
+            fmri = sparsify(fmri, t.sparsify)
+        out = model(fmri)
+        loss = semantic_loss(
+            out.embedding,
+            text,
+            video,
+            out.tokens,
+            tokens,
+            unwrap(model).logit_scale,
+            t.alpha,
+            t.token_weight,
+            t.soft_targets,
+        ).total
+        if t.embedding_mse > 0:
+            loss = loss + t.embedding_mse * F.mse_loss(out.embedding, text)
+        return loss
+
+    def predict(self, model: SemanticDecoder, fmri: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(embedding (n, embed_dim), tokens (n, n_tokens, token_dim)) of volumes (n, n_voxels)."""
+        device = _device(model)
+        return _batched(lambda i: tuple(model(_tensor(fmri, i).to(device))), len(fmri))
+
+    def embed(self, model, fmri):
+        return self.predict(model, fmri)[0]
+
+
+class EncoderStage(_RetrievalStage):
+    name = "fmri-encoder"
+
+    def build(self) -> FMRIEncoder:
+        s = self.train_split
+        model = replace(
+            self.config.model,
+            n_voxels=self.data.n_voxels,
+            embed_dim=s.text.shape[1],
+            n_cond_tokens=s.tokens.shape[1],
+            cond_dim=s.tokens.shape[2],
+        )
+        return FMRIEncoder(model)
+
+    def inputs(self, split: str) -> np.ndarray:
+        return self.data.window(split, self.config.model.window)
+
+    def loss(self, model, batch):
+        fmri, text, video, tokens = batch
+        t, core = self.config.train, unwrap(model)
+        patches = patchify(fmri, core.config.patch_size)
+        interpolated, replaced = temporal_interpolate(patches, t.temporal_ratio)
+        masked, token_mask = spatial_mask(interpolated, t.spatial_ratio)
+        out = model(masked, token_mask=token_mask)
+        return neurocine_loss(
+            out, patches, token_mask, replaced, text, video, tokens, core.logit_scale, t.alpha, t.weights
+        ).total
+
+    def predict(self, model: FMRIEncoder, fmri: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(embedding (n, embed_dim), conditioning (n, n_cond_tokens, cond_dim)) of windows (n, window, n_voxels)."""
+        device = _device(model)
+
+        def run(i):
+            out = model(_tensor(fmri, i).to(device))
+            return out.embedding, out.conditioning
+
+        return _batched(run, len(fmri))
+
+    def embed(self, model, fmri):
+        return self.predict(model, fmri)[0]
+
+
+class StructureStage(Stage):
+    name = "structure"
+
+    def build(self) -> StructureDecoder:
+        shape = tuple(int(x) for x in self.train_split.latents.shape[2:])
+        return StructureDecoder(replace(self.config.model, n_voxels=self.data.n_voxels, latent_shape=shape))
+
+    def batch(self, split, index):
+        s = self.data.splits[split]
+        return _tensor(self.data.volume(split), index), _tensor(s.latents[:, 0], index)
+
+    def loss(self, model, batch):
+        fmri, target = batch
+        t = self.config.train
+        if t.sparsify > 0:
+            fmri = sparsify(fmri, t.sparsify)
+        loss = structure_loss(model(fmri), target)
+        return loss + t.l1_weight * l1_weight_penalty(unwrap(model)) if t.l1_weight > 0 else loss
+
+    def predict(self, model: StructureDecoder, fmri: np.ndarray) -> np.ndarray:
+        """First-frame latents (n, channels, h, w) of volumes (n, n_voxels)."""
+        device = _device(model)
+        return _batched(lambda i: model(_tensor(fmri, i).to(device)), len(fmri))
+
+    def validate(self, model):
+        s = self.data.splits["val"]
+        return float(np.mean((self.predict(model, self.data.volume("val")) - s.latents[:, 0]) ** 2))
+
+
+class MotionStage(Stage):
+    name = "motion"
+
+    def build(self) -> ConsistencyMotionGenerator:
+        latents = self.train_split.latents
+        model = replace(
+            self.config.model,
+            n_voxels=self.data.n_voxels,
+            latent_shape=tuple(int(x) for x in latents.shape[2:]),
+            n_frames=int(latents.shape[1]),
+        )
+        return ConsistencyMotionGenerator(model)
+
+    def batch(self, split, index):
+        return _tensor(self.data.volume(split), index), _tensor(self.data.splits[split].latents, index)
+
+    def loss(self, model, batch):
+        fmri, latents = batch
+        t = self.config.train
+        if t.sparsify > 0:
+            fmri = sparsify(fmri, t.sparsify)
+        loss = consistency_loss(model(latents[:, :-1], fmri), latents[:, 1:])
+        return loss + t.l1_weight * l1_weight_penalty(unwrap(model)) if t.l1_weight > 0 else loss
+
+    def predict(self, model: ConsistencyMotionGenerator, fmri: np.ndarray, first: np.ndarray) -> np.ndarray:
+        """Latents of every frame (n, n_frames, channels, h, w), generated from ``first`` (n, channels, h, w)."""
+        device = _device(model)
+        return _batched(lambda i: model.generate(_tensor(first, i).to(device), _tensor(fmri, i).to(device)), len(fmri))
+
+    def validate(self, model):
+        latents = self.data.splits["val"].latents
+        generated = self.predict(model, self.data.volume("val"), latents[:, 0])
+        return float(np.mean((generated[:, 1:] - latents[:, 1:]) ** 2))
+
+
+class FlowStage(Stage):
+    name = "flow"
+
+    def build(self) -> FlowDecoder:
+        s = self.train_split
+        model = replace(
+            self.config.model,
+            n_voxels=self.data.n_voxels,
+            window=int(s.fmri.shape[1]),
+            image_size=int(s.first_frames.shape[1]),
+            n_flows=int(s.flows.shape[1]),
+            grid_size=int(s.flows.shape[-1]),
+        )
+        return FlowDecoder(model)
+
+    def prepare(self, model: FlowDecoder) -> None:
+        vectors = self.train_split.flows.transpose(0, 1, 3, 4, 2).reshape(-1, 2)
+        model.codebook.fit(vectors, seed=self.config.loop.seed, max_vectors=self.config.train.codebook_vectors)
+
+    def batch(self, split, index):
+        s = self.data.splits[split]
+        return _tensor(s.fmri, index), _images(s.first_frames[index]), _tensor(s.flows, index)
+
+    def loss(self, model, batch):
+        fmri, first, flows = batch
+        return flow_classification_loss(model(fmri, first), unwrap(model).codebook.assign(flows))
+
+    def predict(self, model: FlowDecoder, fmri: np.ndarray, first_frames: np.ndarray) -> np.ndarray:
+        """Expected flows (n, n_flows, 2, grid, grid) from windows (n, window, n_voxels) and uint8 first frames."""
+        device = _device(model)
+
+        def run(i):
+            return model.expected_flow(model(_tensor(fmri, i).to(device), _images(first_frames[i]).to(device)))
+
+        return _batched(run, len(fmri))
+
+    def validate(self, model):
+        s = self.data.splits["val"]
+        return end_point_error(self.predict(model, s.fmri, s.first_frames), s.flows)
+
+
+def end_point_error(flow: np.ndarray, target: np.ndarray) -> float:
+    """Mean Euclidean distance between flow vectors; arrays of shape (..., 2, height, width)."""
+    if flow.shape != target.shape:
+        raise ValueError(f"end_point_error: expected two arrays of one shape, got {flow.shape} and {target.shape}.")
+    return float(np.sqrt(((flow - target) ** 2).sum(axis=-3)).mean())
+
+
+STAGES: dict[str, type[Stage]] = {
+    "semantic": SemanticStage,
+    "structure": StructureStage,
+    "motion": MotionStage,
+    "flow": FlowStage,
+    "fmri-encoder": EncoderStage,
+}
+
+
+def make_stage(name: str, config: Any, data: DecoderData) -> Stage:
+    """The stage called ``name`` over ``data`` with its *Stage config.
+
+    Raises
+    ------
+    ValueError
+        For an unknown stage name.
+    """
+    if name not in STAGES:
+        raise ValueError(f"stage: expected one of {list(STAGES)}, got {name!r}.")
+    return STAGES[name](config, data)

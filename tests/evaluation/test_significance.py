@@ -1,0 +1,90 @@
+"""pipelines.evaluation.significance.shuffle_test on scores whose p-values are known in advance."""
+
+import numpy as np
+import pytest
+
+from pipelines.evaluation.significance import ShuffleTestResult, shuffle_test
+
+
+def displacement(order: np.ndarray) -> float:
+    """How far ``order`` is from the identity: 0 only there, positive for every other permutation."""
+    return float(np.abs(np.asarray(order) - np.arange(len(order))).sum())
+
+
+def identity_fraction(n_frames, n_permutations, n_repeats, seed):
+    """Per repeat, the fraction of drawn orders that are the identity, drawing as shuffle_test documents."""
+    rng = np.random.default_rng(seed)
+    return [
+        np.mean([np.array_equal(rng.permutation(n_frames), np.arange(n_frames)) for _ in range(n_permutations)])
+        for _ in range(n_repeats)
+    ]
+
+
+def test_a_score_maximal_only_at_the_identity_gives_p_zero():
+    result = shuffle_test(lambda order: -displacement(order), n_frames=6, n_permutations=50, n_repeats=3)
+    assert isinstance(result, ShuffleTestResult)
+    assert result.observed == 0.0
+    assert result.p_values == (0.0, 0.0, 0.0) and result.p_mean == 0.0 and result.p_std == 0.0
+
+
+def test_ties_are_not_better():
+    result = shuffle_test(lambda order: 0.25, n_frames=4, n_permutations=20, n_repeats=2)
+    assert result.observed == 0.25 and result.p_values == (0.0, 0.0)
+
+
+def test_an_identity_that_scores_worst_gives_p_one_minus_the_identity_draws():
+    # 3 frames: 1 in 6 draws is the identity itself, which ties (not better); every other draw is better
+    result = shuffle_test(displacement, n_frames=3, n_permutations=60, n_repeats=4, seed=5)
+    expected = [1.0 - f for f in identity_fraction(3, 60, 4, seed=5)]
+    assert 0.0 < min(expected) and max(expected) < 1.0  # the draws did include the identity: the ties matter
+    np.testing.assert_allclose(result.p_values, expected, rtol=0, atol=1e-12)
+    assert result.p_mean == pytest.approx(np.mean(expected)) and result.p_std == pytest.approx(np.std(expected))
+    assert result.p_mean >= 0.5
+
+
+def test_lower_is_better_flips_the_direction():
+    low = shuffle_test(displacement, n_frames=5, n_permutations=40, n_repeats=2, higher_is_better=False)
+    assert low.p_values == (0.0, 0.0)
+    high = shuffle_test(lambda order: -displacement(order), 3, 60, 4, higher_is_better=False, seed=5)
+    expected = [1.0 - f for f in identity_fraction(3, 60, 4, seed=5)]
+    np.testing.assert_allclose(high.p_values, expected, rtol=0, atol=1e-12)
+
+
+def test_one_seed_gives_one_result_and_seeds_differ():
+    def score(order):
+        return float(order[1] - order[0])  # 1 at the identity; 6 of the 20 (first, second) pairs score better
+
+    first = shuffle_test(score, n_frames=5, n_permutations=30, n_repeats=3, seed=11)
+    assert shuffle_test(score, n_frames=5, n_permutations=30, n_repeats=3, seed=11) == first
+    assert shuffle_test(score, n_frames=5, n_permutations=30, n_repeats=3, seed=12).p_values != first.p_values
+
+
+@pytest.mark.parametrize(("n_permutations", "n_repeats"), [(1, 1), (7, 3), (100, 5)])
+def test_score_is_called_once_per_order(n_permutations, n_repeats):
+    orders = []
+
+    def score(order):
+        orders.append(np.array(order))
+        return 0.0
+
+    shuffle_test(score, n_frames=4, n_permutations=n_permutations, n_repeats=n_repeats)
+    assert len(orders) == 1 + n_permutations * n_repeats
+    np.testing.assert_array_equal(orders[0], np.arange(4))  # the observed score is of the original order
+    assert all(sorted(o.tolist()) == [0, 1, 2, 3] for o in orders)  # every order is a permutation of the frames
+
+
+@pytest.mark.parametrize("n_frames", [1, 0, -3, 2.0, True, "4"])
+def test_too_few_or_non_integer_frames_are_rejected(n_frames):
+    with pytest.raises(ValueError, match=rf"n_frames: expected an integer >= 2, got {n_frames!r}\."):
+        shuffle_test(lambda order: 0.0, n_frames=n_frames)
+
+
+@pytest.mark.parametrize(("n_permutations", "n_repeats"), [(0, 5), (100, 0), (-1, -2)])
+def test_non_positive_counts_are_rejected(n_permutations, n_repeats):
+    calls = []
+    with pytest.raises(
+        ValueError,
+        match=rf"n_permutations, n_repeats: expected positive counts, got {n_permutations} and {n_repeats}\.",
+    ):
+        shuffle_test(calls.append, n_frames=3, n_permutations=n_permutations, n_repeats=n_repeats)
+    assert calls == []  # checked before any scoring

@@ -1,0 +1,24 @@
+"""python -m pipelines train: every stage trains a few steps on the tiny subject, saves, resumes and skips."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pipelines.training.decoders import train as train_cli
+from pipelines.training.decoders.config import STAGES
+from pipelines.training.decoders.evaluate import MODELS
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_stage_trains_and_saves(stage, tiny_twin, tiny_backbones, decoder_cache, tmp_path):
+    args = ["--stage", stage, "--config", "tiny", "--data", str(tiny_twin), "--backbones", str(tiny_backbones[0]),
+            "--out", str(tmp_path), "--cache-dir", str(decoder_cache)]  # fmt: skip
+    assert train_cli.main(args) == 0
+    meta = json.loads((tmp_path / stage / "meta.json").read_text())
+    assert meta["stage"] == stage and meta["best_step"] in (3, 6)
+    assert [h["step"] for h in meta["history"]] == [3, 6]
+    assert all(np.isfinite(h["score"]) and np.isfinite(h["train_loss"]) for h in meta["history"])
+    model = MODELS[stage].from_pretrained(tmp_path / stage)
+    assert not model.training and all(torch.isfinite(p).all() for p in model.parameters())
