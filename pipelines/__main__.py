@@ -28,8 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: python -m pipelines COMMAND [options]\n\ncommands:")
+        width = max(map(len, COMMANDS))
         for name, (_, text) in COMMANDS.items():
-            print(f"  {name:<10} {text}")
+            print(f"  {name:<{width}}  {text}")
         print("\nRun 'python -m pipelines COMMAND --help' for a command's options.")
         return 0
     if argv[0] not in COMMANDS:
