@@ -86,6 +86,12 @@ def clip_text_features(captions: list[str], encoder: ImageTextEncoder, batch_siz
     return _batched(lambda b: encoder.encode_text(list(b)), items, batch_size, "CLIP texts")
 
 
+def clip_text_tokens(captions: list[str], encoder: ImageTextEncoder, batch_size: int = 256) -> np.ndarray:
+    """Per-token outputs of the CLIP text tower (the renderer's conditioning): (n_captions, context_length, width)."""
+    items = np.array(captions, dtype=object)
+    return _batched(lambda b: encoder.text_tokens(list(b)), items, batch_size, "CLIP text tokens")
+
+
 def vae_latent_features(split: Split, vae: LatentAutoencoder, batch_size: int = 64) -> np.ndarray:
     """Scaled VAE latent means of every frame: array of shape (n_clips, n_frames, channels, h, w), float32."""
     frames = _frames(split, "vae")

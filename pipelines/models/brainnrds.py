@@ -17,17 +17,15 @@ Deviations, where the paper leaves freedom or the demo scale asks for it:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipelines.config import from_dict
 from pipelines.models.checks import check_positive, check_shape
-from pipelines.models.io import load_state, read_config, save_module
+from pipelines.models.io import SavesPretrained
 
 
 class FlowCodebook(nn.Module):
@@ -213,7 +211,7 @@ class _Residual1x1(nn.Module):
         return x + self.layers(x)
 
 
-class FlowDecoder(nn.Module):
+class FlowDecoder(SavesPretrained, nn.Module):
     """fMRI window + first frame → logits over the flow codebook for every grid patch of ``n_flows`` flow fields.
 
     fMRI (batch, window, n_voxels) is flattened through an MLP (Linear, LN, GELU, Dropout, Linear) to ``fmri_dim``
@@ -222,6 +220,8 @@ class FlowDecoder(nn.Module):
     1×1-conv blocks and a 1×1 conv to ``n_flows × n_clusters`` logits. Decode with :meth:`expected_flow`; train with
     :func:`flow_classification_loss` against ``codebook.assign(flows)``. Deviations: see the module docstring.
     """
+
+    CONFIG = FlowDecoderConfig
 
     def __init__(self, config: FlowDecoderConfig):
         super().__init__()
@@ -297,13 +297,3 @@ class FlowDecoder(nn.Module):
     def expected_flow(self, logits: torch.Tensor) -> torch.Tensor:
         """:func:`expected_flow` with this decoder's codebook: (batch, n_flows, 2, grid_size, grid_size)."""
         return expected_flow(logits, self.codebook)
-
-    def save_pretrained(self, directory: str | Path, meta: dict | None = None) -> Path:
-        """Write ``config.json``, ``model.safetensors`` (weights and codebook) and ``meta.json``."""
-        return save_module(self, directory, asdict(self.config), meta)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> FlowDecoder:
-        """Rebuild the decoder and its codebook from a folder written by :meth:`save_pretrained` (eval mode)."""
-        config = from_dict(FlowDecoderConfig, read_config(directory), where=str(Path(directory) / "config.json"))
-        return load_state(cls(config), directory, device)

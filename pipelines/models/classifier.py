@@ -6,14 +6,12 @@ this model's frame logits over a clip.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from pipelines.config import from_dict
-from pipelines.models.io import load_state, read_config, save_module
+from pipelines.models.io import SavesPretrained
 
 
 @dataclass(frozen=True)
@@ -26,11 +24,13 @@ class FrameClassifierConfig:
     dropout: float = 0.1  # before the linear head
 
 
-class FrameClassifier(nn.Module):
+class FrameClassifier(SavesPretrained, nn.Module):
     """Conv–BN–ReLU stages, global average pooling and a linear head.
 
     Input: tensor of shape (n_frames, 3, image_size, image_size) in [0, 1]; output: logits (n_frames, n_labels).
     """
+
+    CONFIG = FrameClassifierConfig
 
     def __init__(self, config: FrameClassifierConfig):
         super().__init__()
@@ -48,11 +48,3 @@ class FrameClassifier(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         mean = images.new_tensor([0.5, 0.5, 0.5])[:, None, None]
         return self.head(self.features((images - mean) / 0.25).mean(dim=(2, 3)))
-
-    def save_pretrained(self, directory: str | Path, meta: dict | None = None) -> Path:
-        return save_module(self, directory, asdict(self.config), meta)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> FrameClassifier:
-        config = from_dict(FrameClassifierConfig, read_config(directory), where=str(Path(directory) / "config.json"))
-        return load_state(cls(config), directory, device)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from pipelines import __version__
+from pipelines.config import from_dict
 
 CONFIG, WEIGHTS, META = "config.json", "model.safetensors", "meta.json"
 
@@ -51,6 +53,22 @@ def load_state(module: torch.nn.Module, directory: str | Path, device: str | tor
             f"unexpected {sorted(unexpected)[:5]}."
         )
     return module.to(device).eval()
+
+
+class SavesPretrained:
+    """``save_pretrained`` / ``from_pretrained`` for a module whose ``config`` is a frozen dataclass of type CONFIG."""
+
+    CONFIG: type
+
+    def save_pretrained(self, directory: str | Path, meta: dict | None = None) -> Path:
+        """Write ``config.json``, ``model.safetensors`` (every parameter and buffer) and ``meta.json``."""
+        return save_module(self, directory, asdict(self.config), meta)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> Self:
+        """Rebuild the module from a folder written by :meth:`save_pretrained` (eval mode)."""
+        config = from_dict(cls.CONFIG, read_config(directory), where=str(Path(directory) / CONFIG))
+        return load_state(cls(config), directory, device)
 
 
 RUN_IDENTITY = ("data_key", "steps", "best_step", "best_score")  # the meta keys that identify a training run's weights

@@ -21,17 +21,15 @@ Deviations, each explained where it is implemented:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import NamedTuple, Self
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipelines.config import from_dict
 from pipelines.models.checks import check_dropout, check_positive, check_shape
-from pipelines.models.io import load_state, read_config, save_module
+from pipelines.models.io import SavesPretrained
 
 # ----------------------------------------------------------------------------------------------------------------------
 # shared checks and losses
@@ -95,22 +93,6 @@ def _init_linear(module: nn.Module) -> None:
                 nn.init.zeros_(layer.bias)
 
 
-class _SaveLoad:
-    """save_pretrained / from_pretrained for a module whose ``config`` is a frozen dataclass of type CONFIG."""
-
-    CONFIG: type
-
-    def save_pretrained(self, directory: str | Path, meta: dict | None = None) -> Path:
-        """Write ``config.json``, ``model.safetensors`` and ``meta.json`` into ``directory``."""
-        return save_module(self, directory, asdict(self.config), meta)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> Self:
-        """Rebuild the module from a folder written by :meth:`save_pretrained` (eval mode)."""
-        config = from_dict(cls.CONFIG, read_config(directory), where=str(Path(directory) / "config.json"))
-        return load_state(cls(config), directory, device)
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # semantic decoder
 
@@ -147,7 +129,7 @@ class _ResidualMLP(nn.Module):
         return x + self.layers(x)
 
 
-class SemanticDecoder(_SaveLoad, nn.Module):
+class SemanticDecoder(SavesPretrained, nn.Module):
     """fMRI → CLIP-space embedding f and the renderer's text-conditioning tokens.
 
     Trunk: Linear(n_voxels → embed_dim), LN, GELU, Dropout, then ``n_blocks`` residual [Linear, LN, GELU, Dropout]
@@ -294,7 +276,7 @@ class _ResidualLinear(nn.Module):
         return x + self.layers(x)
 
 
-class StructureDecoder(_SaveLoad, nn.Module):
+class StructureDecoder(SavesPretrained, nn.Module):
     """fMRI → the (scaled) image-VAE latent of the clip's first frame.
 
     Linear(n_voxels → hidden) + Dropout, ``n_blocks`` residual [Linear, Dropout] blocks, LN, ReLU,
@@ -442,7 +424,7 @@ def _sinusoid(n_positions: int, dim: int) -> torch.Tensor:
     return table
 
 
-class ConsistencyMotionGenerator(_SaveLoad, nn.Module):
+class ConsistencyMotionGenerator(SavesPretrained, nn.Module):
     """Transformer decoder over frame-latent tokens, conditioned on fMRI: predicts each next frame's latent.
 
     Each frame latent (channels, h, w) is flattened and projected to ``d_model`` (one token per frame, as in the

@@ -25,17 +25,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipelines.config import from_dict
 from pipelines.models.checks import check_positive, check_shape
-from pipelines.models.io import load_state, read_config, save_module
+from pipelines.models.io import SavesPretrained
 from pipelines.models.mind_animator import symmetric_info_nce
 
 
@@ -147,7 +145,7 @@ class _Block(nn.Module):
         return x + self.drop(self.mlp(self.norm2(x))), weights
 
 
-class FMRIEncoder(nn.Module):
+class FMRIEncoder(SavesPretrained, nn.Module):
     """Transformer over voxel-patch tokens of a TR window → CLIP embedding, conditioning tokens, reconstruction.
 
     Layout: :func:`patchify` → per token Linear(window·patch_size → d_model) (a learned mask token replaces masked
@@ -156,6 +154,8 @@ class FMRIEncoder(nn.Module):
     residual; Linear(d_model → window·patch_size) for reconstruction. A learnable logit scale (log(1/0.07)) serves
     :func:`embedding_loss`. Design choices and deviations: see the module docstring.
     """
+
+    CONFIG = FMRIEncoderConfig
 
     def __init__(self, config: FMRIEncoderConfig):
         super().__init__()
@@ -245,16 +245,6 @@ class FMRIEncoder(nn.Module):
         conditioning = cond + self.cond_mlp(cond)
         recon = self.recon_head(tokens).view(b, n, c.window, c.patch_size).permute(0, 2, 1, 3)
         return FMRIEncoderOutput(tokens, embedding, conditioning, recon, attention)
-
-    def save_pretrained(self, directory: str | Path, meta: dict | None = None) -> Path:
-        """Write ``config.json``, ``model.safetensors`` and ``meta.json`` into ``directory``."""
-        return save_module(self, directory, asdict(self.config), meta)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> FMRIEncoder:
-        """Rebuild the encoder from a folder written by :meth:`save_pretrained` (eval mode)."""
-        config = from_dict(FMRIEncoderConfig, read_config(directory), where=str(Path(directory) / "config.json"))
-        return load_state(cls(config), directory, device)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from skimage.registration import optical_flow_tvl1
 
 from pipelines.data.twin import groundtruth
 from pipelines.data.video import probe_video, read_frames
+from pipelines.evaluation.metrics import end_point_error
 from pipelines.features import demo_tier
 from pipelines.features.backbones import FlowEstimator, load_backbone, raft_size, to_tensor
 from pipelines.training.backbones.data import BackboneData
@@ -291,13 +292,6 @@ def sequence_loss(predictions: list[torch.Tensor], target: torch.Tensor, gamma: 
     """
     n = len(predictions)
     return sum(gamma ** (n - 1 - i) * (p - target).abs().mean() for i, p in enumerate(predictions))
-
-
-def end_point_error(flow: np.ndarray, target: np.ndarray) -> float:
-    """Mean over pairs and pixels of the L2 distance between two flows of shape (n_pairs, height, width, 2)."""
-    if flow.shape != target.shape:
-        raise ValueError(f"flow: expected the target's shape {target.shape}, got {flow.shape}.")
-    return float(np.linalg.norm(flow.astype(np.float64) - target, axis=-1).mean())
 
 
 def estimate_flow(estimator: FlowEstimator, first: np.ndarray, second: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ from pipelines.config import config_hash
 from pipelines.data.cc2017 import CC2017Config, prepare_cc2017
 from pipelines.data.dataset import PreparedDataset
 from pipelines.features.backbones import load_backbone
-from pipelines.features.extract import FeatureCache, clip_text_features, extract, simulated_labels
+from pipelines.features.extract import FeatureCache, clip_text_features, clip_text_tokens, extract, simulated_labels
 
 
 @dataclass
@@ -78,9 +78,7 @@ class DecoderData:
         return self.splits[split].fmri[:, self.centre]
 
 
-def _captions(root: Path, dataset: PreparedDataset, split: str, tier: str, cache: FeatureCache) -> np.ndarray:
-    if (root / "groundtruth" / "twin.json").is_file():
-        return simulated_labels(root, dataset.splits[split])["caption"]
+def _full_tier_captions(root: Path, dataset: PreparedDataset, split: str, tier: str, cache: FeatureCache) -> np.ndarray:
     if tier != "full":
         raise ValueError(
             f"{root}: not a simulated subject (no groundtruth/twin.json), so captions must come from the full-tier "
@@ -131,21 +129,22 @@ def load_decoder_data(
     clip = load_backbone("clip", tier, backbones_dir, device)
     vae = load_backbone("vae", tier, backbones_dir, device)
     raft = load_backbone("raft", tier, backbones_dir, device)
+    simulated = (root / "groundtruth" / "twin.json").is_file()
     splits = {}
     for name, split in dataset.splits.items():
-        captions = _captions(root, dataset, name, tier, cache)
+        labels = simulated_labels(root, split) if simulated else None
+        captions = labels["caption"] if simulated else _full_tier_captions(root, dataset, name, tier, cache)
         key = f"captions-{config_hash(captions.tolist())}"
         text = cache.get(
             dataset.key, clip.name, f"text-{key}", name, lambda c=captions: clip_text_features(list(c), clip)
         )
         tokens = cache.get(
-            dataset.key, clip.name, f"tokens-{key}", name, lambda c=captions: _text_tokens(list(c), clip)
+            dataset.key, clip.name, f"tokens-{key}", name, lambda c=captions: clip_text_tokens(list(c), clip)
         )
         images = extract(dataset, name, "clip_image", clip, cache)
         video = images.mean(axis=1)
         video = video / np.linalg.norm(video, axis=1, keepdims=True).clip(min=1e-8)
         flows = extract(dataset, name, "flow", raft, cache, grid=flow_grid, stride=flow_stride)
-        labels = simulated_labels(root, split) if (root / "groundtruth" / "twin.json").is_file() else None
         splits[name] = DecoderSplit(
             fmri=np.asarray(split.fmri, np.float32),
             captions=np.asarray(captions, str),
@@ -160,7 +159,3 @@ def load_decoder_data(
         )
     teachers = f"{clip.name}|{vae.name}|{raft.name}"
     return DecoderData(dataset, splits, centre=data_config.hrf.before, teachers=teachers)
-
-
-def _text_tokens(captions: list[str], clip, batch_size: int = 256) -> np.ndarray:
-    return np.concatenate([clip.text_tokens(captions[i : i + batch_size]) for i in range(0, len(captions), batch_size)])

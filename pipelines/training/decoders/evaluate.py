@@ -26,14 +26,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipelines.evaluation.metrics import end_point_error
 from pipelines.evaluation.significance import shuffle_test
+from pipelines.features.backbones import to_tensor
 from pipelines.models.brainnrds import FlowDecoder
 from pipelines.models.mind_animator import ConsistencyMotionGenerator, SemanticDecoder, StructureDecoder
 from pipelines.models.neurocine import FMRIEncoder
 from pipelines.training.decoders.config import STAGES, DecodersConfig, load_decoders_config
 from pipelines.training.decoders.data import DecoderData
 from pipelines.training.decoders.ridge import fit_ridge
-from pipelines.training.decoders.stages import caption_ranks, end_point_error, make_stage
+from pipelines.training.decoders.stages import caption_ranks, make_stage
 
 MODELS = {
     "semantic": SemanticDecoder,
@@ -93,8 +95,7 @@ def _ridge(data: DecoderData, inputs, target) -> np.ndarray:
 
 def _thumbnails(frames: np.ndarray, size: int = 16) -> np.ndarray:
     """uint8 frames (n, h, w, 3) → area-averaged thumbnails (n, size, size, 3) in [0, 1] (any h, w)."""
-    images = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
-    return torch.nn.functional.adaptive_avg_pool2d(images, size).permute(0, 2, 3, 1).numpy()
+    return torch.nn.functional.adaptive_avg_pool2d(to_tensor(frames), size).permute(0, 2, 3, 1).numpy()
 
 
 def evaluate_stage(name: str, model: torch.nn.Module, config: DecodersConfig, data: DecoderData, seed: int = 0) -> dict:
@@ -147,15 +148,16 @@ def evaluate_stage(name: str, model: torch.nn.Module, config: DecodersConfig, da
         )
     elif name == "flow":
         target = test.flows
-        out["epe"] = end_point_error(stage.predict(model, test.fmri, test.first_frames), target)
-        out["shuffled_fmri_epe"] = end_point_error(stage.predict(model, test.fmri[shuffle], test.first_frames), target)
-        out["zero_epe"] = end_point_error(np.zeros_like(target), target)
+        predicted, control = (stage.predict(model, fmri, test.first_frames) for fmri in (test.fmri, test.fmri[shuffle]))
+        out["epe"] = end_point_error(predicted, target, axis=-3)
+        out["shuffled_fmri_epe"] = end_point_error(control, target, axis=-3)
+        out["zero_epe"] = end_point_error(np.zeros_like(target), target, axis=-3)
         ridge = _ridge(
             data,
             lambda s: (data.splits[s].fmri, _thumbnails(data.splits[s].first_frames)),
             lambda s: data.splits[s].flows,
         )
-        out["ridge_epe"] = end_point_error(ridge.reshape(target.shape).astype(np.float32), target)
+        out["ridge_epe"] = end_point_error(ridge.reshape(target.shape), target, axis=-3)
         out["beats_ridge"] = out["epe"] < out["ridge_epe"]
         out["target_met"] = out["epe"] < out["zero_epe"] and out["epe"] < out["shuffled_fmri_epe"]
     return out

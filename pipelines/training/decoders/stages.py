@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipelines.evaluation.metrics import end_point_error
+from pipelines.features.backbones import to_tensor
 from pipelines.models.augment import sparsify, spatial_mask, temporal_interpolate
 from pipelines.models.brainnrds import FlowDecoder, flow_classification_loss
 from pipelines.models.mind_animator import (
@@ -76,11 +78,6 @@ def _device(model: torch.nn.Module) -> torch.device:
 
 def _tensor(array: np.ndarray, index: np.ndarray | slice | None = None) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array if index is None else array[index], dtype=np.float32))
-
-
-def _images(frames: np.ndarray) -> torch.Tensor:
-    """uint8 (n, height, width, 3) → float (n, 3, height, width) in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
 
 
 @torch.no_grad()
@@ -319,7 +316,7 @@ class FlowStage(Stage):
 
     def batch(self, split, index):
         s = self.data.splits[split]
-        return _tensor(s.fmri, index), _images(s.first_frames[index]), _tensor(s.flows, index)
+        return _tensor(s.fmri, index), to_tensor(s.first_frames[index]), _tensor(s.flows, index)
 
     def loss(self, model, batch):
         fmri, first, flows = batch
@@ -330,20 +327,13 @@ class FlowStage(Stage):
         device = _device(model)
 
         def run(i):
-            return model.expected_flow(model(_tensor(fmri, i).to(device), _images(first_frames[i]).to(device)))
+            return model.expected_flow(model(_tensor(fmri, i).to(device), to_tensor(first_frames[i]).to(device)))
 
         return _batched(run, len(fmri))
 
     def validate(self, model):
         s = self.data.splits["val"]
-        return end_point_error(self.predict(model, s.fmri, s.first_frames), s.flows)
-
-
-def end_point_error(flow: np.ndarray, target: np.ndarray) -> float:
-    """Mean Euclidean distance between flow vectors; arrays of shape (..., 2, height, width)."""
-    if flow.shape != target.shape:
-        raise ValueError(f"end_point_error: expected two arrays of one shape, got {flow.shape} and {target.shape}.")
-    return float(np.sqrt(((flow - target) ** 2).sum(axis=-3)).mean())
+        return end_point_error(self.predict(model, s.fmri, s.first_frames), s.flows, axis=-3)
 
 
 STAGES: dict[str, type[Stage]] = {

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from pipelines.config import config_hash, to_dict
+from pipelines.models.io import meta_matches
 from pipelines.training.decoders.config import STAGES, DecodersConfig, load_decoders_config
 from pipelines.training.decoders.data import DecoderData, load_decoder_data
 from pipelines.training.decoders.stages import make_stage
@@ -63,10 +64,9 @@ def train_stage(
     }
     run_hash = config_hash(identity)
     target = Path(out) / stage
-    meta_path = target / "meta.json"
-    if meta_path.is_file() and json.loads(meta_path.read_text()).get("run_hash") == run_hash:
+    if meta_matches(target, {"run_hash": run_hash}, ("run_hash",)):
         print(f"{stage}: {target} is up to date (run {run_hash}); delete it to retrain.")
-        return json.loads(meta_path.read_text())
+        return json.loads((target / "meta.json").read_text())
     runner = make_stage(stage, settings, data)
     torch.manual_seed(settings.loop.seed)  # the initialisation, as LoopConfig.seed promises
     model = runner.build().to(device)

@@ -10,7 +10,7 @@ import torch
 from pipelines.training.decoders import evaluate
 from pipelines.training.decoders.config import STAGES
 from pipelines.training.decoders.evaluate import evaluate_decoders, motion_cosine
-from pipelines.training.decoders.stages import caption_ranks, end_point_error
+from pipelines.training.decoders.stages import caption_ranks
 from pipelines.training.decoders.train import train_stage
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -85,7 +85,7 @@ def test_motion_cosine_shape_errors():
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# caption_ranks and end_point_error
+# caption_ranks
 
 CAPTIONS = np.array(["a cat", "a dog", "a cat", "a bird"])
 E = np.eye(3)
@@ -122,23 +122,6 @@ def test_a_nan_prediction_ranks_last_or_is_rejected():
     except ValueError:
         return  # rejecting non-finite predictions is a fine answer too
     assert ranks[1] == n - 1, f"expected a NaN prediction to rank last ({n - 1}), got rank {ranks[1]}"
-
-
-def test_end_point_error_is_the_mean_vector_distance():
-    flow = np.zeros((1, 1, 2, 1, 2))  # (n, n_flows, 2, height, width)
-    flow[0, 0, :, 0, 0] = [3.0, 4.0]  # a 3-4-5 triangle at one pixel, exact at the other
-    assert end_point_error(flow, np.zeros_like(flow)) == pytest.approx(2.5)
-    target = np.ones_like(flow)
-    flow = target.copy()
-    flow[0, 0, :, 0, 1] = [1.0 - 6.0, 1.0 + 8.0]  # 6-8-10
-    assert end_point_error(flow, target) == pytest.approx(5.0)
-
-
-def test_end_point_error_shape_error():
-    with pytest.raises(
-        ValueError, match=r"end_point_error: expected two arrays of one shape, got \(2, 2, 4, 4\) and \(2, 2, 4, 5\)"
-    ):
-        end_point_error(np.zeros((2, 2, 4, 4)), np.zeros((2, 2, 4, 5)))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
