@@ -21,6 +21,11 @@ COMMANDS = {
         "pipelines.training.decoders.evaluate",
         "measure the stage-1 decoders and their ridge baselines on test clips",
     ),
+    # brainviz sits downstream of pipelines (DESIGN.md); the dispatcher only names it and imports it on demand
+    "attribution": (
+        "brainviz.recovery",
+        "Captum attribution of each decoder; on a simulated subject, recovery of its ground-truth roles",
+    ),
 }
 
 

@@ -540,7 +540,6 @@ class ConsistencyMotionGenerator(SavesPretrained, nn.Module):
             out = out + flat
         return out.view_as(latents)
 
-    @torch.no_grad()
     def generate(
         self,
         first_latent: torch.Tensor,
@@ -551,7 +550,8 @@ class ConsistencyMotionGenerator(SavesPretrained, nn.Module):
         """Greedy autoregressive decoding from the first frame (eval mode, ``inference_keep_prob`` mask).
 
         At each step the whole sequence so far is decoded with a fresh mask of its length and the last output is
-        appended, as the reference does.
+        appended, as the reference does. Gradients flow (attribution needs them); wrap inference in
+        ``torch.no_grad()``.
 
         Parameters
         ----------

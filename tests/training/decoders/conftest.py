@@ -1,9 +1,10 @@
 """The tiny simulated subject with random-weight tiny teachers, as decoder training data (built once per session)."""
 
 import pytest
+import torch
 
-from pipelines.training.decoders.config import load_decoders_config
-from pipelines.training.decoders.train import load_data
+from pipelines.training.decoders.config import STAGES, load_decoders_config
+from pipelines.training.decoders.train import load_data, train_stage
 from tests.features.conftest import tiny_backbones  # noqa: F401  (one definition, shared)
 
 
@@ -20,3 +21,13 @@ def decoder_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_decoder_data(tiny_twin, tiny_backbones, tiny_config, decoder_cache):  # noqa: F811
     return load_data(tiny_config, tiny_twin, tiny_backbones[0], cache_dir=decoder_cache)
+
+
+@pytest.fixture(scope="session")
+def trained(tiny_config, tiny_decoder_data, tmp_path_factory):
+    """All five stages trained for a few steps (seeded) into one decoders folder."""
+    out = tmp_path_factory.mktemp("decoders")
+    for stage in STAGES:
+        torch.manual_seed(0)
+        train_stage(stage, tiny_config, tiny_decoder_data, out)
+    return out

@@ -5,13 +5,11 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from pipelines.training.decoders import evaluate
 from pipelines.training.decoders.config import STAGES
 from pipelines.training.decoders.evaluate import evaluate_decoders, motion_cosine
 from pipelines.training.decoders.stages import caption_ranks
-from pipelines.training.decoders.train import train_stage
 
 # ----------------------------------------------------------------------------------------------------------------------
 # motion_cosine
@@ -126,16 +124,6 @@ def test_a_nan_prediction_ranks_last_or_is_rejected():
 
 # ----------------------------------------------------------------------------------------------------------------------
 # end to end on the tiny simulated subject
-
-
-@pytest.fixture(scope="module")
-def trained(tiny_config, tiny_decoder_data, tmp_path_factory):
-    """All five stages trained for a few steps (seeded) into one decoders folder."""
-    out = tmp_path_factory.mktemp("decoders")
-    for stage in STAGES:
-        torch.manual_seed(0)
-        train_stage(stage, tiny_config, tiny_decoder_data, out)
-    return out
 
 
 @pytest.fixture(scope="module")

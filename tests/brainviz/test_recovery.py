@@ -1,0 +1,48 @@
+"""python -m pipelines attribution: ground-truth role recovery on the tiny simulated subject."""
+
+import json
+
+import numpy as np
+import pytest
+
+from brainviz import recovery
+from pipelines.data.twin.brain import ROLES
+from pipelines.data.twin.groundtruth import load_tuning
+
+
+def test_voxel_roles_follow_the_simulated_tuning(tiny_twin, tiny_decoder_data):
+    g = tiny_decoder_data.dataset.voxel_grayordinates
+    roles = recovery.voxel_roles(tiny_twin, g)
+    role = load_tuning(tiny_twin).role
+    for i in np.flatnonzero(g >= 0)[:50]:
+        assert roles[i] == ROLES[role[g[i]]]
+    assert recovery.voxel_roles(tiny_twin, np.array([-1]))[0] == "none"
+
+
+@pytest.mark.parametrize("method", ["saliency", "integrated_gradients"])
+def test_recover_scores_every_trained_decoder(trained, tiny_config, tiny_decoder_data, tiny_twin, method):
+    roles = recovery.voxel_roles(tiny_twin, tiny_decoder_data.dataset.voxel_grayordinates)
+    result = recovery.recover(trained, tiny_config, tiny_decoder_data, roles, method=method, n_clips=4, n_steps=4)
+    assert set(result["auc"]) == {"semantic", "structure", "motion", "flow", "fmri-encoder"}
+    assert all(0.0 <= v <= 1.0 for v in result["auc"].values())
+    assert result["simulated"] and result["n_clips"] == 4 and result["method"] == method
+    assert (result["mean_abs_delta"]["semantic"] is None) == (method == "saliency")
+    for shares in result["roi_shares"].values():
+        assert sum(shares.values()) == pytest.approx(1.0)
+
+
+def test_cli_prints_json(trained, tiny_twin, tiny_backbones, decoder_cache, capsys):
+    argv = ["--decoders", str(trained), "--config", "tiny", "--data", str(tiny_twin), "--backbones",
+            str(tiny_backbones[0]), "--cache-dir", str(decoder_cache), "--method", "saliency", "--n-clips", "3",
+            "--json"]  # fmt: skip
+    assert recovery.main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["auc"]) == set(recovery.ROLE_OF) and result["n_clips"] == 3
+
+
+def test_cli_errors(trained, tiny_twin, tiny_backbones, decoder_cache, tmp_path, capsys):
+    base = ["--config", "tiny", "--backbones", str(tiny_backbones[0]), "--cache-dir", str(decoder_cache)]
+    assert recovery.main(["--decoders", str(trained), "--data", str(tmp_path), *base]) == 1
+    assert "is not a simulated subject" in capsys.readouterr().err
+    assert recovery.main(["--decoders", str(tmp_path), "--data", str(tiny_twin), *base]) == 1
+    assert "expected trained decoder folders" in capsys.readouterr().err
