@@ -66,8 +66,8 @@ def check_grayordinate_values(values: np.ndarray, name: str = "values") -> np.nd
     if values.shape != (N_GRAYORDINATES,):
         raise ValueError(
             f"{name}: expected an array of shape ({N_GRAYORDINATES},), one value per HCP 91k grayordinate, got shape "
-            f"{values.shape}. Scatter a per-voxel vector into np.full({N_GRAYORDINATES}, np.nan) at the voxels' "
-            "grayordinate indices first."
+            f"{values.shape}. Map a per-voxel vector first with brainviz.surfaces.voxels_to_grayordinates(values, "
+            "voxel_grayordinates)."
         )
     values = values.astype(np.float64)
     if np.isinf(values).any():
