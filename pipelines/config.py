@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -21,6 +22,8 @@ import yaml
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 T = TypeVar("T")
+
+_EXPONENT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
 
 
 def from_dict(cls: type[T], data: dict[str, Any], *, where: str = "config") -> T:
@@ -100,6 +103,9 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             raise ValueError(f"{where}: expected an integer, got {value!r}.")
         return value
     if tp is float:
+        # YAML 1.1 reads exponent notation without a dot (4e-6) as a string; accept it, since users write it so
+        if isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):
+            return float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{where}: expected a number, got {value!r}.")
         return float(value)

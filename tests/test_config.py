@@ -55,6 +55,16 @@ def test_wrong_types_are_errors(data, message):
         from_dict(Outer, data)
 
 
+def test_exponent_notation_without_a_dot_is_a_number():
+    """PyYAML (YAML 1.1) reads 4e-6 as a string; a float field takes it as the number the user meant."""
+    assert from_dict(Inner, {"rate": "4e-6"}).rate == 4e-6
+    assert from_dict(Outer, parse_overrides(["inner.rate=-2.5E+3"])).inner.rate == -2500.0
+    with pytest.raises(ValueError, match="config.rate: expected a number, got '4e'"):
+        from_dict(Inner, {"rate": "4e"})
+    with pytest.raises(ValueError, match=r"config.rate: expected a number, got 'fast'"):
+        from_dict(Inner, {"rate": "fast"})
+
+
 def test_not_a_mapping_is_a_type_error():
     with pytest.raises(TypeError, match="expected a mapping of Outer fields, got list"):
         from_dict(Outer, [1, 2])
