@@ -22,8 +22,8 @@ fMRI encoder's attention is in :mod:`brainviz.attention`.
 Caveat, measured on the demo decoders: the Mind-Animator decoders open with Linear → LayerNorm, which makes them
 nearly invariant to the input's scale, so along the straight path from the zero baseline the output hardly moves
 until the input is almost zero and then jumps. Few path steps miss the jump, and the convergence delta shows it
-(structure decoder: mean |delta| 0.2–0.3 at 32–64 steps, against 4e-4 for the semantic decoder at 64). Read IG maps of such a
-decoder with its delta, or use Saliency.
+(structure decoder: mean |delta| 0.2–0.3 at 32–64 steps, against 4e-4 for the semantic decoder at 64). Read IG maps
+of such a decoder with its delta, or use Saliency.
 """
 
 from __future__ import annotations
