@@ -35,20 +35,20 @@ ROLE_OF = {"semantic": "semantic", "fmri-encoder": "semantic", "structure": "str
 def decoder_inputs(decoder: str, config: Any, data: Any, split: str, index: np.ndarray) -> dict[str, np.ndarray]:
     """What :func:`attribute` and :func:`decoder_objective` need for clips ``index`` of ``split``.
 
-    Returns a dict with ``inputs`` (the decoder's fMRI input), ``reference`` (the ground-truth target) and ``first``
-    (the held-fixed first latent or frame, or None).
+    Returns a dict with ``inputs`` (the decoder's fMRI input, as its training stage defines it), ``reference`` (the
+    ground-truth target) and ``first`` (the held-fixed first latent or frame, or None).
     """
+    from pipelines.training.decoders.stages import make_stage
+
     s = data.splits[split]
-    if decoder == "semantic":
-        return {"inputs": data.volume(split)[index], "reference": s.text[index], "first": None}
-    if decoder == "fmri-encoder":
-        window = config.stages["fmri-encoder"].model.window
-        return {"inputs": data.window(split, window)[index], "reference": s.text[index], "first": None}
+    inputs = make_stage(decoder, config.stages[decoder], data).inputs(split)[index]
+    if decoder in ("semantic", "fmri-encoder"):
+        return {"inputs": inputs, "reference": s.text[index], "first": None}
     if decoder == "structure":
-        return {"inputs": data.volume(split)[index], "reference": s.latents[index, 0], "first": None}
+        return {"inputs": inputs, "reference": s.latents[index, 0], "first": None}
     if decoder == "motion":
-        return {"inputs": data.volume(split)[index], "reference": s.latents[index], "first": s.latents[index, 0]}
-    return {"inputs": s.fmri[index], "reference": s.flows[index], "first": s.first_frames[index]}
+        return {"inputs": inputs, "reference": s.latents[index], "first": s.latents[index, 0]}
+    return {"inputs": inputs, "reference": s.flows[index], "first": s.first_frames[index]}
 
 
 def recover(

@@ -108,6 +108,10 @@ class Stage:
         index = np.sort(rng.choice(self.n_train, size=min(self.config.loop.batch_size, self.n_train), replace=False))
         return self.batch("train", index)
 
+    def inputs(self, split: str) -> np.ndarray:
+        """The decoder's fMRI input for every clip of ``split`` (the table above)."""
+        raise NotImplementedError
+
     def batch(self, split: str, index: np.ndarray | slice) -> tuple[torch.Tensor, ...]:
         raise NotImplementedError
 
@@ -131,9 +135,6 @@ class _RetrievalStage(Stage):
         split = self.data.splits["val"]
         ranks, n = caption_ranks(self.embed(model, self.inputs("val")), split.captions, split.text)
         return float(ranks.mean() / max(1, n - 1))
-
-    def inputs(self, split: str) -> np.ndarray:
-        raise NotImplementedError
 
     def batch(self, split, index):
         """(fMRI input, caption embedding, video embedding, conditioning tokens) of the clips at ``index``."""
@@ -238,9 +239,12 @@ class StructureStage(Stage):
         shape = tuple(int(x) for x in self.train_split.latents.shape[2:])
         return StructureDecoder(replace(self.config.model, n_voxels=self.data.n_voxels, latent_shape=shape))
 
+    def inputs(self, split: str) -> np.ndarray:
+        return self.data.volume(split)
+
     def batch(self, split, index):
         s = self.data.splits[split]
-        return _tensor(self.data.volume(split), index), _tensor(s.latents[:, 0], index)
+        return _tensor(self.inputs(split), index), _tensor(s.latents[:, 0], index)
 
     def loss(self, model, batch):
         fmri, target = batch
@@ -257,7 +261,7 @@ class StructureStage(Stage):
 
     def validate(self, model):
         s = self.data.splits["val"]
-        return float(np.mean((self.predict(model, self.data.volume("val")) - s.latents[:, 0]) ** 2))
+        return float(np.mean((self.predict(model, self.inputs("val")) - s.latents[:, 0]) ** 2))
 
 
 class MotionStage(Stage):
@@ -273,8 +277,11 @@ class MotionStage(Stage):
         )
         return ConsistencyMotionGenerator(model)
 
+    def inputs(self, split: str) -> np.ndarray:
+        return self.data.volume(split)
+
     def batch(self, split, index):
-        return _tensor(self.data.volume(split), index), _tensor(self.data.splits[split].latents, index)
+        return _tensor(self.inputs(split), index), _tensor(self.data.splits[split].latents, index)
 
     def loss(self, model, batch):
         fmri, latents = batch
@@ -291,7 +298,7 @@ class MotionStage(Stage):
 
     def validate(self, model):
         latents = self.data.splits["val"].latents
-        generated = self.predict(model, self.data.volume("val"), latents[:, 0])
+        generated = self.predict(model, self.inputs("val"), latents[:, 0])
         return float(np.mean((generated[:, 1:] - latents[:, 1:]) ** 2))
 
 
@@ -314,9 +321,12 @@ class FlowStage(Stage):
         vectors = self.train_split.flows.transpose(0, 1, 3, 4, 2).reshape(-1, 2)
         model.codebook.fit(vectors, seed=self.config.loop.seed, max_vectors=self.config.train.codebook_vectors)
 
+    def inputs(self, split: str) -> np.ndarray:
+        return self.data.splits[split].fmri
+
     def batch(self, split, index):
         s = self.data.splits[split]
-        return _tensor(s.fmri, index), to_tensor(s.first_frames[index]), _tensor(s.flows, index)
+        return _tensor(self.inputs(split), index), to_tensor(s.first_frames[index]), _tensor(s.flows, index)
 
     def loss(self, model, batch):
         fmri, first, flows = batch
@@ -333,7 +343,7 @@ class FlowStage(Stage):
 
     def validate(self, model):
         s = self.data.splits["val"]
-        return end_point_error(self.predict(model, s.fmri, s.first_frames), s.flows, axis=-3)
+        return end_point_error(self.predict(model, self.inputs("val"), s.first_frames), s.flows, axis=-3)
 
 
 STAGES: dict[str, type[Stage]] = {
