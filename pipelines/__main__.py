@@ -21,6 +21,10 @@ COMMANDS = {
         "pipelines.training.decoders.evaluate",
         "measure the stage-1 decoders and their ridge baselines on test clips",
     ),
+    "evaluate-references": (
+        "pipelines.evaluation.references",
+        "every protocol's metrics for ground truth, still and shuffled clips (ceiling and chance rows)",
+    ),
     # brainviz sits downstream of pipelines (DESIGN.md); the dispatcher only names it and imports it on demand
     "attribution": (
         "brainviz.recovery",

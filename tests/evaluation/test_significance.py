@@ -1,9 +1,9 @@
-"""pipelines.evaluation.significance.shuffle_test on scores whose p-values are known in advance."""
+"""pipelines.evaluation.significance on constructed cases whose answers are known in advance."""
 
 import numpy as np
 import pytest
 
-from pipelines.evaluation.significance import ShuffleTestResult, shuffle_test
+from pipelines.evaluation.significance import MethodComparison, ShuffleTestResult, compare_methods, shuffle_test
 
 
 def displacement(order: np.ndarray) -> float:
@@ -88,3 +88,43 @@ def test_non_positive_counts_are_rejected(n_permutations, n_repeats):
     ):
         shuffle_test(calls.append, n_frames=3, n_permutations=n_permutations, n_repeats=n_repeats)
     assert calls == []  # checked before any scoring
+
+
+# --- compare_methods ---------------------------------------------------------------------------------------------
+
+
+def test_a_constant_improvement_is_significant_both_ways():
+    b = np.random.default_rng(0).normal(size=60)
+    result = compare_methods(b + 0.5 + np.linspace(0, 0.01, 60), b)
+    assert isinstance(result, MethodComparison)
+    assert result.mean_difference == pytest.approx(0.505)
+    assert result.paired_p < 1e-9 and result.bootstrap_p < 1e-9
+    assert len(result.bootstrap_means[0]) == 100 == len(result.bootstrap_means[1])
+
+
+def test_bootstrap_means_are_paired_means_of_resampled_clips():
+    a, b = np.arange(10.0), np.arange(10.0)[::-1].copy()
+    result = compare_methods(a, b, n_bootstrap=5, seed=3)
+    idx = np.random.default_rng(3).integers(0, 10, size=(5, 10))  # the documented draws: one index set per resample
+    np.testing.assert_allclose(result.bootstrap_means[0], a[idx].mean(axis=1))
+    np.testing.assert_allclose(result.bootstrap_means[1], b[idx].mean(axis=1))
+
+
+def test_identical_methods_give_p_one_and_noise_is_not_significant():
+    a = np.random.default_rng(1).normal(size=80)
+    same = compare_methods(a, a.copy())
+    assert same.paired_p == 1.0 and same.bootstrap_p == 1.0 and same.mean_difference == 0.0
+    rng = np.random.default_rng(2)
+    null = [compare_methods(rng.normal(size=80), rng.normal(size=80), seed=s).paired_p for s in range(200)]
+    assert 0.02 < np.mean(np.array(null) < 0.05) < 0.09  # the paired test keeps its level under the null
+
+
+def test_compare_methods_errors():
+    with pytest.raises(
+        ValueError, match=r"a, b: expected two arrays of one shape \(n_clips >= 2,\), got \(3,\) and \(4,\)"
+    ):
+        compare_methods(np.zeros(3), np.zeros(4))
+    with pytest.raises(ValueError, match=r"got \(1,\) and \(1,\)"):
+        compare_methods(np.zeros(1), np.zeros(1))
+    with pytest.raises(ValueError, match=r"n_bootstrap: expected a positive count, got 0"):
+        compare_methods(np.zeros(3), np.ones(3), n_bootstrap=0)
