@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -217,10 +218,23 @@ def _role_dir(backbones_dir: str | Path, role: str) -> Path:
     return path
 
 
+class _TrainedWeightsFollow(logging.Filter):
+    """Drops open_clip's "No pretrained weights loaded ... initialized randomly" while trained weights are loaded."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
 def load_clip(backbones_dir: str | Path, device: str = "cpu") -> ImageTextEncoder:
     path = _role_dir(backbones_dir, "clip")
     config = from_dict(DemoClipConfig, read_config(path)["demo_clip"], where=str(path / "config.json"))
-    model = load_state(build_clip(config), path, device)
+    quiet = _TrainedWeightsFollow()
+    logging.getLogger().addFilter(quiet)  # the weights are read right after: the warning would be false
+    try:
+        model = build_clip(config)
+    finally:
+        logging.getLogger().removeFilter(quiet)
+    model = load_state(model, path, device)
     return ImageTextEncoder(
         model=model,
         tokenizer=clip_tokenizer(config),

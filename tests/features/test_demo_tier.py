@@ -22,9 +22,14 @@ def test_preset_builds_the_documented_sizes():
     assert sum(p.numel() for p in demo_tier.build_vae(config.vae).parameters()) < 2_000_000
 
 
-def test_clip_round_trip(tiny_backbones):
+def test_clip_round_trip(tiny_backbones, caplog):
     root, modules = tiny_backbones
-    enc = load_backbone("clip", "demo", root)
+    with caplog.at_level("WARNING"):
+        enc = load_backbone("clip", "demo", root)
+    assert "initialized randomly" not in caplog.text  # open_clip's warning is false here: trained weights follow
+    with caplog.at_level("WARNING"):
+        demo_tier.build_clip(TINY.clip)
+    assert "No pretrained weights loaded" in caplog.text  # building from scratch still says so
     assert enc.name.startswith("demo:clip:") and enc.embed_dim == 16
     img = enc.encode_image(FRAMES)
     assert img.shape == (2, 16)
