@@ -16,6 +16,10 @@ COMMANDS = {
         "pipelines.training.backbones.evaluate_all",
         "measure the demo-tier backbones on test clips",
     ),
+    "train-renderer": (
+        "pipelines.training.renderer",
+        "fine-tune the inflated renderer's temporal layers on training clips (NeuroCine)",
+    ),
     "train": ("pipelines.training.decoders.train", "train one stage-1 decoder (semantic, structure, motion, ...)"),
     "evaluate-decoders": (
         "pipelines.training.decoders.evaluate",
@@ -24,6 +28,14 @@ COMMANDS = {
     "evaluate-references": (
         "pipelines.evaluation.references",
         "every protocol's metrics for ground truth, still and shuffled clips (ceiling and chance rows)",
+    ),
+    "evaluate": (
+        "pipelines.evaluation.evaluate",
+        "a bundle's reconstructions of its test clips under each paper's protocol, with decoder ablations",
+    ),
+    "build-bundle": (
+        "pipelines.bundle",
+        "assemble a bundle (decoders, inflated renderer, constants, test clips) that the pipeline and app open",
     ),
     # brainviz sits downstream of pipelines (DESIGN.md); the dispatcher only names it and imports it on demand
     "attribution": (

@@ -31,3 +31,116 @@ def tiny_twin(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("tiny_twin")
     return simulate(load_config(TwinConfig, preset_path("twin", "tiny")), out, seed=0, preset="tiny")
+
+
+def build_tiny_pipeline(seed: int = 0, conditioning: str = "semantic"):
+    """A VideoReconstructionPipeline of random tiny models: 24 voxels, 5-TR windows, 4 frames of 16 x 16 pixels."""
+    import numpy as np
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from pipelines.models.brainnrds import FlowDecoder, FlowDecoderConfig
+    from pipelines.models.mind_animator import (
+        ConsistencyMotionGenerator,
+        MotionGeneratorConfig,
+        SemanticDecoder,
+        SemanticDecoderConfig,
+        StructureDecoder,
+        StructureDecoderConfig,
+    )
+    from pipelines.models.neurocine import FMRIEncoder, FMRIEncoderConfig
+    from pipelines.models.video_unet import inflate_unet
+    from pipelines.reconstruct import BundleInfo, ReconstructionConfig, VideoReconstructionPipeline
+
+    torch.manual_seed(seed)
+    n_voxels, latent, tokens, width = 24, (4, 4, 4), 6, 16
+    decoders = {
+        "semantic": SemanticDecoder(
+            SemanticDecoderConfig(
+                n_voxels=n_voxels, embed_dim=8, n_blocks=1, head_dims=(16,), n_tokens=tokens, token_dim=width
+            )  # fmt: skip
+        ),
+        "structure": StructureDecoder(StructureDecoderConfig(n_voxels=n_voxels, hidden_dim=16, latent_shape=latent)),
+        "motion": ConsistencyMotionGenerator(
+            MotionGeneratorConfig(
+                n_voxels=n_voxels,
+                latent_shape=latent,
+                n_frames=4,
+                d_model=16,
+                n_heads=2,
+                n_layers=1,
+                ffn_dim=16,
+                fmri_hidden=16,
+                n_memory_tokens=1,
+            )  # fmt: skip
+        ),
+        "flow": FlowDecoder(
+            FlowDecoderConfig(
+                n_voxels=n_voxels,
+                fmri_hidden=16,
+                fmri_dim=4,
+                grid_size=8,
+                image_size=16,
+                stem_channels=(4, 8),
+                position_channels=2,
+                hidden_channels=8,
+                n_blocks=1,
+                n_flows=3,
+                n_clusters=5,
+            )  # fmt: skip
+        ),
+        "fmri-encoder": FMRIEncoder(
+            FMRIEncoderConfig(
+                n_voxels=n_voxels,
+                window=3,
+                patch_size=8,
+                d_model=16,
+                depth=1,
+                n_heads=2,
+                mlp_dim=16,
+                embed_dim=8,
+                n_cond_tokens=tokens,
+                cond_dim=width,
+            )  # fmt: skip
+        ),
+    }
+    decoders["flow"].codebook.set_centres(torch.randn(5, 2))
+    unet = UNet2DConditionModel(
+        sample_size=4,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=width,
+        attention_head_dim=4,
+        norm_num_groups=4,
+    )
+    vae = AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(4, 8, 8),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=4,
+        sample_size=16,
+    )
+    info = BundleInfo(dataset="cc2017", subject="tiny", simulated=True, n_voxels=n_voxels, window=5, centre=2,
+                      encoder_window=3, n_frames=4, fps=4.0, image_size=16, flow_stride=1)  # fmt: skip
+    rng = np.random.default_rng(seed)
+    grayordinates = rng.choice(1000, n_voxels, replace=False).astype(np.int64)
+    constants = {
+        "voxel_grayordinates": torch.from_numpy(grayordinates),
+        "mean_fmri": torch.from_numpy(rng.normal(size=(5, n_voxels)).astype(np.float32)),
+        "empty_tokens": torch.randn(tokens, width),
+        "mean_latent": torch.randn(*latent),
+    }
+    config = ReconstructionConfig(num_inference_steps=10, start_timestep=300, conditioning=conditioning)
+    return VideoReconstructionPipeline(info, decoders, inflate_unet(unet), vae, constants, config)
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline():
+    """One tiny random pipeline per session (its call is stateless)."""
+    return build_tiny_pipeline()

@@ -1,0 +1,146 @@
+"""``python -m pipelines build-bundle``: assemble a bundle from trained decoders, the renderer and the data.
+
+Steps: (1) prepare the subject and its teacher features with the decoders' config (cached, as training did);
+(2) load the trained decoders and the renderer's 2-D UNet and VAE, and inflate the UNet to video;
+(3) compute the constants from the **training** split only (mean fMRI window, mean first-frame latent) and the
+empty caption's conditioning tokens; (4) save the pipeline (``VideoReconstructionPipeline.save_pretrained``) and the
+test clips (fMRI windows + ground-truth frames, optionally the first ``--n-test``) beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from safetensors.torch import save_file
+
+from pipelines.features.backbones import load_backbone
+from pipelines.models.video_unet import VideoUNet, inflate_unet
+from pipelines.reconstruct import (
+    DECODERS,
+    TEST_CLIPS,
+    BundleInfo,
+    ReconstructionConfig,
+    VideoReconstructionPipeline,
+)
+from pipelines.training.decoders.config import load_decoders_config
+from pipelines.training.decoders.data import DecoderData
+from pipelines.training.decoders.train import add_data_arguments, load_data, parse_data_arguments
+
+
+def build_pipeline(
+    data: DecoderData,
+    decoders_dir: str | Path,
+    backbones_dir: str | Path,
+    flow_stride: int,
+    renderer_dir: str | Path | None = None,
+    config: ReconstructionConfig | None = None,
+) -> VideoReconstructionPipeline:
+    """A pipeline over the decoders saved in ``decoders_dir`` and the demo renderer of ``backbones_dir``.
+
+    Parameters
+    ----------
+    renderer_dir : str or Path, optional
+        An inflated renderer with trained temporal layers (``VideoUNet.save_pretrained``); default: the demo UNet
+        inflated with untrained (zero) temporal layers, Mind-Animator's choice.
+
+    Raises
+    ------
+    FileNotFoundError
+        If a required decoder (semantic, structure, motion) is missing.
+    """
+    decoders_dir, backbones_dir = Path(decoders_dir), Path(backbones_dir)
+    decoders = {}
+    for name, cls in DECODERS.items():
+        folder = decoders_dir / name
+        if (folder / "config.json").is_file():
+            decoders[name] = cls.from_pretrained(folder)
+        elif name in VideoReconstructionPipeline.REQUIRED:
+            raise FileNotFoundError(
+                f"{folder} does not exist; expected the trained {name} decoder (python -m pipelines train --stage "
+                f"{name} --out {decoders_dir})."
+            )
+    if renderer_dir is not None:
+        renderer = VideoUNet.from_pretrained(renderer_dir)
+    else:
+        renderer = inflate_unet(UNet2DConditionModel.from_pretrained(backbones_dir / "unet"), temporal=True)
+    vae = AutoencoderKL.from_pretrained(backbones_dir / "vae")
+    clip = load_backbone("clip", "demo", backbones_dir)
+
+    train = data.splits["train"]
+    encoder_window = decoders["fmri-encoder"].config.window if "fmri-encoder" in decoders else 1
+    info = BundleInfo(
+        dataset=data.dataset.name,
+        subject=data.dataset.subject,
+        simulated=train.category is not None,
+        n_voxels=data.n_voxels,
+        window=int(train.fmri.shape[1]),
+        centre=int(data.centre),
+        encoder_window=int(encoder_window),
+        n_frames=int(train.latents.shape[1]),
+        fps=float(data.dataset.fps),
+        image_size=int(vae.config.sample_size),  # what the renderer outputs; ground truth may be larger
+        flow_stride=int(flow_stride),
+        data_key=data.dataset.key,
+        backbones=data.teachers,
+    )
+    constants = {
+        "voxel_grayordinates": torch.from_numpy(np.asarray(data.dataset.voxel_grayordinates, np.int64)),
+        "mean_fmri": torch.from_numpy(train.fmri.mean(axis=0).astype(np.float32)),
+        "empty_tokens": torch.from_numpy(clip.text_tokens([""])[0].astype(np.float32)),
+        "mean_latent": torch.from_numpy(train.latents[:, 0].mean(axis=0).astype(np.float32)),
+    }
+    return VideoReconstructionPipeline(info, decoders, renderer, vae, constants, config)
+
+
+def save_test_clips(data: DecoderData, directory: str | Path, n_test: int | None = None) -> Path:
+    """Write the test split's fMRI windows, ground-truth frames and labels (the first ``n_test`` clips)."""
+    split = data.splits["test"]
+    n = len(split) if n_test is None else min(n_test, len(split))
+    frames = np.array(data.dataset.splits["test"].frames[:n], np.uint8)  # a copy: the split is memory-mapped
+    tensors = {
+        "fmri": torch.from_numpy(np.ascontiguousarray(split.fmri[:n], np.float32)),
+        "frames": torch.from_numpy(np.ascontiguousarray(frames)),
+    }
+    if split.category is not None:
+        tensors["category"] = torch.from_numpy(np.asarray(split.category[:n], np.int64))
+        tensors["direction"] = torch.from_numpy(np.asarray(split.direction[:n], np.int64))
+    path = Path(directory) / TEST_CLIPS
+    save_file(tensors, path, metadata={"captions": json.dumps(split.captions[:n].tolist())})
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines build-bundle", description=__doc__.split("\n\n")[0])
+    add_data_arguments(parser)
+    parser.add_argument("--decoders", required=True, help="the folder train --out wrote (one folder per stage)")
+    parser.add_argument("--renderer", help="an inflated renderer with trained temporal layers (default: untrained)")
+    parser.add_argument("--out", required=True, help="the bundle folder to write")
+    parser.add_argument("--n-test", type=int, help="test clips to include (default: all)")
+    args = parse_data_arguments(parser, argv)
+    try:
+        if args.tier != "demo":
+            raise ValueError(
+                f"--tier: expected 'demo' (full-tier bundles need the published weights), got {args.tier!r}."
+            )
+        config = load_decoders_config(args.config, args.overrides)
+        data = load_data(config, args.data, args.backbones, args.tier, args.cache_dir)
+        stride = config.stages["flow"].train.stride
+        pipeline = build_pipeline(data, args.decoders, args.backbones, stride, args.renderer)
+        pipeline.save_pretrained(args.out)
+        path = save_test_clips(data, args.out, args.n_test)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    size = sum(p.stat().st_size for p in Path(args.out).rglob("*") if p.is_file())
+    print(f"bundle written to {args.out} ({size / 2**20:.1f} MiB; test clips in {path.name})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
