@@ -32,6 +32,7 @@ from pipelines.models.mind_animator import (  # noqa: E402
     StructureDecoderConfig,
 )
 from pipelines.models.neurocine import FMRIEncoder, FMRIEncoderConfig  # noqa: E402
+from pipelines.models.registry import DECODERS  # noqa: E402
 
 TARGETS = {"saliency": 0.3, "integrated_gradients": 3.0}
 N_VOXELS, EMBED, LATENT, N_FRAMES, GRID, N_FLOWS, IMAGE = 4500, 128, (8, 16, 16), 8, 32, 3, 64
@@ -39,10 +40,8 @@ N_VOXELS, EMBED, LATENT, N_FRAMES, GRID, N_FLOWS, IMAGE = 4500, 128, (8, 16, 16)
 
 def demo_models(decoders: str | None) -> dict[str, torch.nn.Module]:
     """The five decoders: loaded from ``decoders`` when given, else the demo architecture with random weights."""
-    classes = {"semantic": SemanticDecoder, "structure": StructureDecoder, "motion": ConsistencyMotionGenerator,
-               "flow": FlowDecoder, "fmri-encoder": FMRIEncoder}  # fmt: skip
     if decoders:
-        return {name: cls.from_pretrained(Path(decoders) / name) for name, cls in classes.items()}
+        return {name: cls.from_pretrained(Path(decoders) / name) for name, cls in DECODERS.items()}
     torch.manual_seed(0)
     flow = FlowDecoder(FlowDecoderConfig(n_voxels=N_VOXELS, grid_size=GRID, image_size=IMAGE, n_flows=N_FLOWS))
     flow.codebook.fit(np.random.default_rng(0).standard_normal((4000, 2)), seed=0)

@@ -74,12 +74,12 @@ def recover(
     FileNotFoundError
         If no decoder has been trained under ``decoders_dir``.
     """
-    from pipelines.training.decoders.evaluate import MODELS
+    from pipelines.models.registry import DECODERS
 
     decoders_dir = Path(decoders_dir)
-    found = [d for d in MODELS if (decoders_dir / d / "config.json").is_file()]
+    found = [d for d in DECODERS if (decoders_dir / d / "config.json").is_file()]
     if not found:
-        raise FileNotFoundError(f"{decoders_dir}: expected trained decoder folders among {list(MODELS)}, found none.")
+        raise FileNotFoundError(f"{decoders_dir}: expected trained decoder folders among {list(DECODERS)}, found none.")
     n_test = len(data.splits["test"])
     index = np.unique(np.linspace(0, n_test - 1, min(n_clips, n_test)).round().astype(int))
     out: dict[str, Any] = {
@@ -95,7 +95,7 @@ def recover(
     }
     maps = {}
     for name in found:
-        model = MODELS[name].from_pretrained(decoders_dir / name)
+        model = DECODERS[name].from_pretrained(decoders_dir / name)
         total, deltas, seconds = np.zeros(data.n_voxels), [], 0.0
         for start in tqdm(range(0, len(index), batch_size), desc=f"attribution {name}", leave=False):
             part = decoder_inputs(name, config, data, "test", index[start : start + batch_size])

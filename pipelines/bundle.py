@@ -20,9 +20,9 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors.torch import save_file
 
 from pipelines.features.backbones import load_backbone
+from pipelines.models.registry import DECODERS
 from pipelines.models.video_unet import VideoUNet, inflate_unet
 from pipelines.reconstruct import (
-    DECODERS,
     TEST_CLIPS,
     BundleInfo,
     ReconstructionConfig,

@@ -40,9 +40,7 @@ from tqdm.auto import tqdm
 
 from pipelines import __version__
 from pipelines.config import from_dict
-from pipelines.models.brainnrds import FlowDecoder
-from pipelines.models.mind_animator import ConsistencyMotionGenerator, SemanticDecoder, StructureDecoder
-from pipelines.models.neurocine import FMRIEncoder
+from pipelines.models.registry import DECODERS
 from pipelines.models.sampling import (
     SD_SCHEDULE,
     animate,
@@ -59,13 +57,6 @@ ABLATIONS = ("semantic", "structure", "motion", "flow", "dependent_noise")
 N_GRAYORDINATES = 91282  # HCP fsLR-32k CIFTI: cortex + subcortex
 BUNDLE_FORMAT = 1
 BUNDLE_JSON, CONSTANTS, TEST_CLIPS = "bundle.json", "constants.safetensors", "test_clips.safetensors"
-DECODERS: dict[str, type] = {
-    "semantic": SemanticDecoder,
-    "structure": StructureDecoder,
-    "motion": ConsistencyMotionGenerator,
-    "flow": FlowDecoder,
-    "fmri-encoder": FMRIEncoder,
-}
 
 
 @dataclass(frozen=True)
@@ -203,7 +194,7 @@ class VideoReconstructionPipeline:
     renderer : VideoUNet
         The inflated denoiser.
     vae : AutoencoderKL
-        Decodes (and encodes) the renderer's latents; latents are scaled by ``vae.config.scaling_factor``.
+        Decodes the renderer's latents, which are scaled by ``vae.config.scaling_factor``.
     constants : dict of str to tensor
         ``voxel_grayordinates`` (n_voxels,), ``mean_fmri`` (window, n_voxels), ``empty_tokens`` (n_tokens, dim),
         ``mean_latent`` (channels, h, w).
@@ -332,6 +323,10 @@ class VideoReconstructionPipeline:
             raise ValueError("fmri: expected finite values, got NaN or infinity.")
         return x.float()
 
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents (n, channels, h, w) → images (n, 3, image_size, image_size) in [0, 1]."""
+        return (self.vae.decode(latents / self.vae.config.scaling_factor).sample.clamp(-1, 1) + 1) / 2
+
     # --- the pipeline -------------------------------------------------------------------------------------------
 
     @torch.no_grad()
@@ -448,7 +443,7 @@ class VideoReconstructionPipeline:
         if "flow" in self.decoders:
             decoder = self.decoders["flow"]
             size = decoder.config.image_size
-            first_image = (self.vae.decode(first / self.vae.config.scaling_factor).sample.clamp(-1, 1) + 1) / 2
+            first_image = self.decode_latents(first)
             first_image = F.interpolate(first_image, size=(size, size), mode="bilinear", align_corners=False)
             flow = decoder.expected_flow(decoder(x, first_image))
             if "flow" not in off and c.flow_weight > 0:
@@ -477,7 +472,7 @@ class VideoReconstructionPipeline:
 
         # 7. Decode frames with the VAE.
         flat = latents.permute(0, 2, 1, 3, 4).reshape(-1, *latents.shape[1:2], *latents.shape[3:])
-        images = (self.vae.decode(flat / self.vae.config.scaling_factor).sample.clamp(-1, 1) + 1) / 2
+        images = self.decode_latents(flat)
         frames = (images * 255).round().byte().permute(0, 2, 3, 1).reshape(n, info.n_frames, *images.shape[2:], 3)
         lap("decode")
 

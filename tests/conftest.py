@@ -33,11 +33,11 @@ def tiny_twin(tmp_path_factory) -> Path:
     return simulate(load_config(TwinConfig, preset_path("twin", "tiny")), out, seed=0, preset="tiny")
 
 
-def build_tiny_pipeline(seed: int = 0, conditioning: str = "semantic"):
-    """A VideoReconstructionPipeline of random tiny models: 24 voxels, 5-TR windows, 4 frames of 16 x 16 pixels."""
-    import numpy as np
+def tiny_decoders(n_voxels: int, latent: tuple[int, int, int], n_tokens: int, token_dim: int, n_frames: int,
+                  with_flow: bool = True) -> dict:  # fmt: skip
+    """Random tiny stage-1 decoders of the given sizes; ``with_flow`` adds the flow decoder (5-TR windows, 8 x 8 grid,
+    3 flows, fitted codebook) and the fMRI encoder (3-TR windows)."""
     import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
 
     from pipelines.models.brainnrds import FlowDecoder, FlowDecoderConfig
     from pipelines.models.mind_animator import (
@@ -49,15 +49,11 @@ def build_tiny_pipeline(seed: int = 0, conditioning: str = "semantic"):
         StructureDecoderConfig,
     )
     from pipelines.models.neurocine import FMRIEncoder, FMRIEncoderConfig
-    from pipelines.models.video_unet import inflate_unet
-    from pipelines.reconstruct import BundleInfo, ReconstructionConfig, VideoReconstructionPipeline
 
-    torch.manual_seed(seed)
-    n_voxels, latent, tokens, width = 24, (4, 4, 4), 6, 16
     decoders = {
         "semantic": SemanticDecoder(
             SemanticDecoderConfig(
-                n_voxels=n_voxels, embed_dim=8, n_blocks=1, head_dims=(16,), n_tokens=tokens, token_dim=width
+                n_voxels=n_voxels, embed_dim=8, n_blocks=1, head_dims=(16,), n_tokens=n_tokens, token_dim=token_dim
             )  # fmt: skip
         ),
         "structure": StructureDecoder(StructureDecoderConfig(n_voxels=n_voxels, hidden_dim=16, latent_shape=latent)),
@@ -65,7 +61,7 @@ def build_tiny_pipeline(seed: int = 0, conditioning: str = "semantic"):
             MotionGeneratorConfig(
                 n_voxels=n_voxels,
                 latent_shape=latent,
-                n_frames=4,
+                n_frames=n_frames,
                 d_model=16,
                 n_heads=2,
                 n_layers=1,
@@ -74,7 +70,9 @@ def build_tiny_pipeline(seed: int = 0, conditioning: str = "semantic"):
                 n_memory_tokens=1,
             )  # fmt: skip
         ),
-        "flow": FlowDecoder(
+    }
+    if with_flow:
+        decoders["flow"] = FlowDecoder(
             FlowDecoderConfig(
                 n_voxels=n_voxels,
                 fmri_hidden=16,
@@ -88,8 +86,8 @@ def build_tiny_pipeline(seed: int = 0, conditioning: str = "semantic"):
                 n_flows=3,
                 n_clusters=5,
             )  # fmt: skip
-        ),
-        "fmri-encoder": FMRIEncoder(
+        )
+        decoders["fmri-encoder"] = FMRIEncoder(
             FMRIEncoderConfig(
                 n_voxels=n_voxels,
                 window=3,
@@ -99,12 +97,26 @@ def build_tiny_pipeline(seed: int = 0, conditioning: str = "semantic"):
                 n_heads=2,
                 mlp_dim=16,
                 embed_dim=8,
-                n_cond_tokens=tokens,
-                cond_dim=width,
+                n_cond_tokens=n_tokens,
+                cond_dim=token_dim,
             )  # fmt: skip
-        ),
-    }
-    decoders["flow"].codebook.set_centres(torch.randn(5, 2))
+        )
+        decoders["flow"].codebook.set_centres(torch.randn(5, 2))
+    return decoders
+
+
+def build_tiny_pipeline(seed: int = 0, conditioning: str = "semantic"):
+    """A VideoReconstructionPipeline of random tiny models: 24 voxels, 5-TR windows, 4 frames of 16 x 16 pixels."""
+    import numpy as np
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from pipelines.models.video_unet import inflate_unet
+    from pipelines.reconstruct import BundleInfo, ReconstructionConfig, VideoReconstructionPipeline
+
+    torch.manual_seed(seed)
+    n_voxels, latent, tokens, width = 24, (4, 4, 4), 6, 16
+    decoders = tiny_decoders(n_voxels, latent, tokens, width, n_frames=4)
     unet = UNet2DConditionModel(
         sample_size=4,
         in_channels=4,
@@ -138,6 +150,17 @@ def build_tiny_pipeline(seed: int = 0, conditioning: str = "semantic"):
     }
     config = ReconstructionConfig(num_inference_steps=10, start_timestep=300, conditioning=conditioning)
     return VideoReconstructionPipeline(info, decoders, inflate_unet(unet), vae, constants, config)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Many small ops run faster on one thread than on two contended cores (and leave one core free)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from pipelines.reconstruct import (
     lesion_voxels,
     load_bundle_clips,
 )
-from tests.conftest import build_tiny_pipeline
+from tests.conftest import build_tiny_pipeline, tiny_decoders
 
 STEPS = ("check", "semantic", "structure", "motion", "flow", "render", "decode")
 
@@ -28,12 +28,7 @@ def fmri():
     return np.random.default_rng(0).normal(size=(2, 5, 24)).astype(np.float32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_outputs_have_the_documented_shapes(tiny_pipeline, fmri):
@@ -226,14 +221,6 @@ def test_the_full_tier_architecture_goes_through_the_same_pipeline():
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     from pipelines.features.full_tier import read_architecture
-    from pipelines.models.mind_animator import (
-        ConsistencyMotionGenerator,
-        MotionGeneratorConfig,
-        SemanticDecoder,
-        SemanticDecoderConfig,
-        StructureDecoder,
-        StructureDecoderConfig,
-    )
     from pipelines.models.video_unet import inflate_unet
     from pipelines.reconstruct import BundleInfo, ReconstructionConfig
 
@@ -242,27 +229,7 @@ def test_the_full_tier_architecture_goes_through_the_same_pipeline():
     vae = AutoencoderKL.from_config(read_architecture("sd15_vae.json"))
     assert unet.config.cross_attention_dim == 768 and vae.config.latent_channels == 4
     n_voxels, latent, tokens = 16, (4, 8, 8), 20  # Mind-Animator: [cls; 19 decoded tokens] of width 768
-    decoders = {
-        "semantic": SemanticDecoder(
-            SemanticDecoderConfig(
-                n_voxels=n_voxels, embed_dim=8, n_blocks=1, head_dims=(16,), n_tokens=tokens, token_dim=768
-            )
-        ),  # fmt: skip
-        "structure": StructureDecoder(StructureDecoderConfig(n_voxels=n_voxels, hidden_dim=16, latent_shape=latent)),
-        "motion": ConsistencyMotionGenerator(
-            MotionGeneratorConfig(
-                n_voxels=n_voxels,
-                latent_shape=latent,
-                n_frames=2,
-                d_model=16,
-                n_heads=2,
-                n_layers=1,
-                ffn_dim=16,
-                fmri_hidden=16,
-                n_memory_tokens=1,
-            )  # fmt: skip
-        ),
-    }
+    decoders = tiny_decoders(n_voxels, latent, tokens, 768, n_frames=2, with_flow=False)
     info = BundleInfo(dataset="cc2017", subject="random", simulated=True, n_voxels=n_voxels, window=1, centre=0,
                       encoder_window=1, n_frames=2, fps=4.0, image_size=64, flow_stride=1)  # fmt: skip
     constants = {

@@ -263,7 +263,9 @@ def evaluate_bundle(
             f"--limit: expected at least 2 test clips (the n-way and shuffle metrics compare clips), got {n}."
         )
     loaded = [load_protocol(name) for name in protocols]
-    key = config_hash({"bundle": _bundle_hash(bundle), "n": n, "config": asdict(pipeline.config)})
+    backbones = {p.name: load_evaluation_backbones(p, tier, backbones_dir) for p in loaded}
+    bundle_hash = _bundle_hash(bundle)
+    key = config_hash({"bundle": bundle_hash, "n": n, "config": asdict(pipeline.config)})
     fmri, target, category = clips.fmri[:n], clips.frames[:n], None if clips.category is None else clips.category[:n]
     conditions = CONDITIONS if ablations else ("full",)
     videos = {c: reconstruct_condition(pipeline, fmri, c, batch_size, out / "videos", key) for c in conditions}
@@ -273,31 +275,28 @@ def evaluate_bundle(
         "n_clips": n,
         "settings": {"tier": tier, "reconstruction": asdict(pipeline.config)},
         "protocols": {},
+        "backbones": {name: models.names() for name, models in backbones.items()},
     }
     fps = pipeline.info.fps
     for protocol in loaded:
-        backbones = load_evaluation_backbones(protocol, tier, backbones_dir)
         results["protocols"][protocol.name] = measure_protocol(
-            videos["full"], target, fps, protocol, backbones, category
+            videos["full"], target, fps, protocol, backbones[protocol.name], category
         )
-        results.setdefault("backbones", {})[protocol.name] = backbones.names()
+    first = loaded[0]  # the baselines, shuffle test and ablations are measured under the first protocol
     if baselines:
         joint = joint_baseline(pipeline)
-        joint_key = config_hash({"bundle": _bundle_hash(bundle), "n": n, "config": asdict(joint.config)})
+        joint_key = config_hash({"bundle": bundle_hash, "n": n, "config": asdict(joint.config)})
         video = reconstruct_condition(joint, fmri, "joint", batch_size, out / "videos", joint_key)
-        backbones = load_evaluation_backbones(loaded[0], tier, backbones_dir)
-        results["baselines"] = {"joint": measure_protocol(video, target, fps, loaded[0], backbones, category)}
-        results["baselines_protocol"] = loaded[0].name
+        results["baselines"] = {"joint": measure_protocol(video, target, fps, first, backbones[first.name], category)}
+        results["baselines_protocol"] = first.name
     if shuffle:
-        results["shuffle_test"] = frame_order_shuffle_test(videos["full"], target, fps, loaded[0])
+        results["shuffle_test"] = frame_order_shuffle_test(videos["full"], target, fps, first)
     if ablations:
-        protocol = loaded[0]
-        backbones = load_evaluation_backbones(protocol, tier, backbones_dir)
-        results["ablations_protocol"] = protocol.name
-        results["ablations"] = {"full": results["protocols"][protocol.name]}
+        results["ablations_protocol"] = first.name
+        results["ablations"] = {"full": results["protocols"][first.name]}
         for condition in conditions[1:]:
             results["ablations"][condition] = measure_protocol(
-                videos[condition], target, fps, protocol, backbones, category
+                videos[condition], target, fps, first, backbones[first.name], category
             )
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))

@@ -1,12 +1,9 @@
 """The decoder tests run many small ops: one thread is faster than two contended cores (and leaves one free)."""
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
+    """Every module here runs on one thread (tests/conftest.py ``one_thread``)."""
     yield
-    torch.set_num_threads(previous)

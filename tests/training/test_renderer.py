@@ -18,12 +18,7 @@ from tests.training.backbones.conftest import tiny_data  # noqa: F401
 LOOP = LoopConfig(steps=4, batch_size=2, lr=1e-2, warmup=1, eval_every=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -29,21 +29,12 @@ import torch
 from pipelines.evaluation.metrics import end_point_error
 from pipelines.evaluation.significance import shuffle_test
 from pipelines.features.backbones import to_tensor
-from pipelines.models.brainnrds import FlowDecoder
-from pipelines.models.mind_animator import ConsistencyMotionGenerator, SemanticDecoder, StructureDecoder
-from pipelines.models.neurocine import FMRIEncoder
+from pipelines.models.registry import DECODERS
 from pipelines.training.decoders.config import STAGES, DecodersConfig, load_decoders_config
 from pipelines.training.decoders.data import DecoderData
 from pipelines.training.decoders.ridge import fit_ridge
 from pipelines.training.decoders.stages import caption_ranks, make_stage
 
-MODELS = {
-    "semantic": SemanticDecoder,
-    "structure": StructureDecoder,
-    "motion": ConsistencyMotionGenerator,
-    "flow": FlowDecoder,
-    "fmri-encoder": FMRIEncoder,
-}
 TOP_K = 10
 # issue targets: semantic top-10 >= 3x chance; shuffle test p < 0.05; flow EPE < zero and shuffled-fMRI EPE
 RETRIEVAL_FACTOR = 3.0
@@ -180,7 +171,7 @@ def evaluate_decoders(decoders_dir: str | Path, config: DecodersConfig, data: De
         )
     results: dict[str, Any] = {"simulated": data.splits["test"].category is not None, "split": "test"}
     for name in found:
-        model = MODELS[name].from_pretrained(decoders_dir / name)
+        model = DECODERS[name].from_pretrained(decoders_dir / name)
         results[name] = evaluate_stage(name, model, config, data, seed)
     (decoders_dir / "evaluation.json").write_text(json.dumps(results, indent=1))
     return results

@@ -32,13 +32,8 @@ TINY_LOOP = load_config(BackboneTrainingConfig, preset_path("backbones", "train_
 SHIFT = (2, -1)  # dx (rightwards), dy (downwards) in pixels
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """RAFT's many small ops run several times faster on one thread than on two busy cores (tests share them)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# RAFT's many small ops run several times faster on one thread than on two busy cores (tests share them)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def shifted_texture(size: int = 128) -> tuple[np.ndarray, np.ndarray]:

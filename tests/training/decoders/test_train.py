@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from pipelines.models.registry import DECODERS
 from pipelines.training.decoders import train as train_cli
 from pipelines.training.decoders.config import STAGES
-from pipelines.training.decoders.evaluate import MODELS
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -20,7 +20,7 @@ def test_each_stage_trains_and_saves(stage, tiny_twin, tiny_backbones, decoder_c
     assert meta["stage"] == stage and meta["best_step"] in (3, 6)
     assert [h["step"] for h in meta["history"]] == [3, 6]
     assert all(np.isfinite(h["score"]) and np.isfinite(h["train_loss"]) for h in meta["history"])
-    model = MODELS[stage].from_pretrained(tmp_path / stage)
+    model = DECODERS[stage].from_pretrained(tmp_path / stage)
     assert not model.training and all(torch.isfinite(p).all() for p in model.parameters())
 
 
