@@ -33,6 +33,10 @@ COMMANDS = {
         "pipelines.evaluation.evaluate",
         "a bundle's reconstructions of its test clips under each paper's protocol, with decoder ablations",
     ),
+    "tune-bundle": (
+        "pipelines.evaluation.tune",
+        "choose a bundle's rendering settings (flow weight, guidance, ...) on the validation split",
+    ),
     "build-bundle": (
         "pipelines.bundle",
         "assemble a bundle (decoders, inflated renderer, constants, test clips) that the pipeline and app open",

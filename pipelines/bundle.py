@@ -99,13 +99,16 @@ def build_pipeline(
 
 
 def save_test_clips(data: DecoderData, directory: str | Path, n_test: int | None = None) -> Path:
-    """Write the test split's fMRI windows, ground-truth frames and labels (the first ``n_test`` clips)."""
+    """Write the test split's fMRI windows, ground-truth frames, labels and the teacher features the decoders are
+    scored against (caption text embeddings, RAFT flows) — the first ``n_test`` clips."""
     split = data.splits["test"]
     n = len(split) if n_test is None else min(n_test, len(split))
     frames = np.array(data.dataset.splits["test"].frames[:n], np.uint8)  # a copy: the split is memory-mapped
     tensors = {
         "fmri": torch.from_numpy(np.ascontiguousarray(split.fmri[:n], np.float32)),
         "frames": torch.from_numpy(np.ascontiguousarray(frames)),
+        "text": torch.from_numpy(np.ascontiguousarray(split.text[:n], np.float32)),
+        "flows": torch.from_numpy(np.ascontiguousarray(split.flows[:n], np.float32)),
     }
     if split.category is not None:
         tensors["category"] = torch.from_numpy(np.asarray(split.category[:n], np.int64))

@@ -72,7 +72,10 @@ class ReconstructionConfig:
     num_inference_steps: int = 25  # DDIM schedule length; the steps ≤ start_timestep run (6 of 25; Mind-Animator: 50)
     guidance_scale: float = 3.0  # classifier-free guidance (Mind-Animator and MinD-Video: 12.5 with SD 1.5)
     noise_beta: float = 0.5  # NeuroCine dependent noise: shared variance between frames (0: independent)
-    flow_weight: float = 0.5  # weight of the flow-animated first latent in the layout, frames ≥ 1
+    flow_weight: float = 0.5  # weight of the flow-animated first frame in the layout, frames ≥ 1
+    # where the first frame moves along the decoded flow: the decoded first image, re-encoded by the VAE (DragNUWA
+    # animates the image), or the first latent (cheaper, but a latent pixel is 8 image pixels wide)
+    flow_space: Literal["pixel", "latent"] = "pixel"
     seed: int = 42  # Mind-Animator's generator seed
     schedule: dict[str, Any] = field(
         default_factory=lambda: dict(SD_SCHEDULE)
@@ -151,6 +154,8 @@ class BundleClips:
     captions: list[str]
     category: np.ndarray | None  # (n_clips,) int: simulated category (None for real data)
     direction: np.ndarray | None  # (n_clips,) int: simulated motion-direction bin (None for real data)
+    text: np.ndarray | None = None  # (n_clips, embed_dim): teacher CLIP embedding of each caption (retrieval)
+    flows: np.ndarray | None = None  # (n_clips, n_flows, 2, grid, grid): teacher (RAFT) flows the flow decoder learns
 
     def __len__(self) -> int:
         return len(self.fmri)
@@ -180,6 +185,8 @@ def load_bundle_clips(directory: str | Path) -> BundleClips:
         captions=captions,
         category=arrays.get("category"),
         direction=arrays.get("direction"),
+        text=arrays.get("text"),
+        flows=arrays.get("flows"),
     )
 
 
@@ -229,6 +236,7 @@ class VideoReconstructionPipeline:
         self.vae = vae.eval()
         self.constants = {name: torch.as_tensor(value) for name, value in constants.items()}
         self.config = config or ReconstructionConfig()
+        self.tuning: dict | None = None  # set by from_pretrained when tune-bundle chose the settings
         if self.config.conditioning == "fmri-encoder" and "fmri-encoder" not in decoders:
             raise ValueError("config.conditioning is 'fmri-encoder' but the bundle has no fmri-encoder decoder.")
         self.voxel_grayordinates = self.constants["voxel_grayordinates"].numpy()
@@ -261,6 +269,8 @@ class VideoReconstructionPipeline:
             "reconstruction": asdict(self.config),
             "decoders": sorted(self.decoders),
         }
+        if self.tuning is not None:
+            manifest["tuning"] = self.tuning
         (directory / BUNDLE_JSON).write_text(json.dumps(manifest, indent=2))
         return directory
 
@@ -304,7 +314,9 @@ class VideoReconstructionPipeline:
         constants_path = directory / CONSTANTS
         if not constants_path.is_file():
             raise FileNotFoundError(f"{constants_path} does not exist; expected the bundle's constants.")
-        return cls(info, decoders, renderer, vae, load_file(constants_path), config)
+        pipeline = cls(info, decoders, renderer, vae, load_file(constants_path), config)
+        pipeline.tuning = manifest.get("tuning")  # how tune-bundle chose the settings (validation split), if it did
+        return pipeline
 
     # --- inputs -------------------------------------------------------------------------------------------------
 
@@ -326,6 +338,13 @@ class VideoReconstructionPipeline:
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents (n, channels, h, w) → images (n, 3, image_size, image_size) in [0, 1]."""
         return (self.vae.decode(latents / self.vae.config.scaling_factor).sample.clamp(-1, 1) + 1) / 2
+
+    def encode_images(self, video: torch.Tensor) -> torch.Tensor:
+        """Images (n, 3, n_frames, h, w) in [0, 1] → scaled latents (n, channels, n_frames, h/8, w/8), the VAE's mean."""
+        n, _, t = video.shape[:3]
+        flat = video.permute(0, 2, 1, 3, 4).reshape(n * t, *video.shape[1:2], *video.shape[3:])
+        latents = self.vae.encode(flat * 2 - 1).latent_dist.mean * self.vae.config.scaling_factor
+        return latents.reshape(n, t, *latents.shape[1:]).permute(0, 2, 1, 3, 4)
 
     # --- the pipeline -------------------------------------------------------------------------------------------
 
@@ -443,11 +462,14 @@ class VideoReconstructionPipeline:
         if "flow" in self.decoders:
             decoder = self.decoders["flow"]
             size = decoder.config.image_size
-            first_image = self.decode_latents(first)
-            first_image = F.interpolate(first_image, size=(size, size), mode="bilinear", align_corners=False)
+            decoded = self.decode_latents(first)
+            first_image = F.interpolate(decoded, size=(size, size), mode="bilinear", align_corners=False)
             flow = decoder.expected_flow(decoder(x, first_image))
             if "flow" not in off and c.flow_weight > 0:
-                moved = animate(first, flow, info.n_frames, info.flow_stride)
+                if c.flow_space == "pixel":
+                    moved = self.encode_images(animate(decoded, flow, info.n_frames, info.flow_stride))
+                else:
+                    moved = animate(first, flow, info.n_frames, info.flow_stride)
                 w = c.flow_weight
                 layout = torch.cat([layout[:, :, :1], (1 - w) * layout[:, :, 1:] + w * moved[:, :, 1:]], dim=2)
         lap("flow")

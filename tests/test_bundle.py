@@ -29,6 +29,8 @@ def test_the_bundle_opens_and_reconstructs_its_test_clips(built, tiny_decoder_da
     test = tiny_decoder_data.splits["test"]
     np.testing.assert_array_equal(clips.fmri, test.fmri[:3])
     np.testing.assert_array_equal(clips.frames[:, 0], test.first_frames[:3])
+    np.testing.assert_array_equal(clips.text, test.text[:3])  # the teacher features the decoders are scored on
+    np.testing.assert_array_equal(clips.flows, test.flows[:3])
     out = pipeline(clips.fmri)
     size = pipeline.info.image_size  # the tiny VAE's 32 px; the ground truth keeps the movie's 64 px
     assert out.frames.shape == (*clips.frames.shape[:2], size, size, 3)

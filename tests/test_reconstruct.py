@@ -86,6 +86,34 @@ def test_the_layout_starts_at_the_first_frame_and_flow_changes_it(tiny_pipeline,
     np.testing.assert_allclose(on.flow, off.flow)  # the flow is still decoded (the app shows it)
 
 
+def test_flow_guidance_moves_the_decoded_image_or_the_latent(tiny_pipeline, fmri):
+    import dataclasses
+
+    import torch
+
+    from pipelines.models.sampling import animate
+
+    base, info = tiny_pipeline.config, tiny_pipeline.info
+    try:
+        tiny_pipeline.config = dataclasses.replace(base, flow_weight=1.0, flow_space="pixel")
+        pixel = tiny_pipeline(fmri)
+        tiny_pipeline.config = dataclasses.replace(base, flow_weight=1.0, flow_space="latent")
+        latent = tiny_pipeline(fmri)
+        tiny_pipeline.config = dataclasses.replace(base, flow_weight=0.0)
+        zero = tiny_pipeline(fmri)
+    finally:
+        tiny_pipeline.config = base
+    first, flow = torch.from_numpy(pixel.structure_latent), torch.from_numpy(pixel.flow)
+    with torch.no_grad():
+        image = tiny_pipeline.decode_latents(first)
+        expected = tiny_pipeline.encode_images(animate(image, flow, info.n_frames, info.flow_stride))
+    assert expected.shape == pixel.motion_latents.shape
+    np.testing.assert_allclose(pixel.motion_latents[:, :, 1:], expected[:, :, 1:].numpy(), atol=1e-5)
+    np.testing.assert_allclose(latent.motion_latents[:, :, 1:], animate(first, flow, 4, info.flow_stride)[:, :, 1:])
+    assert not np.allclose(pixel.motion_latents, latent.motion_latents)
+    np.testing.assert_array_equal(zero.frames, tiny_pipeline(fmri, ablate="flow").frames)  # weight 0 = guidance off
+
+
 def test_every_ablation_changes_the_frames(tiny_pipeline, fmri):
     full = tiny_pipeline(fmri).frames
     for name in ABLATIONS:

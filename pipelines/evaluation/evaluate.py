@@ -2,20 +2,28 @@
 each paper's protocol, with the ablations of its decoders.
 
 Steps: (1) open the bundle and its test clips (the first ``--limit``); (2) reconstruct them with the full pipeline
-and, with ``--ablations``, with each decoder switched off (videos are cached under ``--out/videos`` and reused when
-the bundle, clips and settings are the same, so an interrupted run resumes); (3) measure each protocol's metrics
-(:mod:`pipelines.evaluation.harness`) on the protocol's frames of every clip; the ablations under the first protocol;
-(4) write ``results.json``, ``results.md`` and ``ablations.png``.
+and, with ``--ablations``, with each decoder switched off, and with ``--baselines`` with the joint and (``--data``)
+ridge baselines (videos are cached under ``--out/videos`` and reused when the bundle, clips and settings are the
+same, so an interrupted run resumes; several processes share this step); (3) measure each protocol's metrics
+(:mod:`pipelines.evaluation.harness`) on the protocol's frames of every clip; under the first protocol also the
+decoders block, the baselines, the shuffle test, the ablations and their paired tests; (4) write ``results.json``,
+``results.md`` and ``ablations.png``.
 
 ``results.json``::
 
-    {"simulated": true, "bundle": ..., "n_clips": N, "settings": {...},
+    {"simulated": true, "bundle": ..., "n_clips": N,
+     "settings": {"tier", "reconstruction": {...}, "tuning": how tune-bundle chose them on the validation split | null},
      "protocols": {"<protocol>": {"<metric>": {"mean", "std", "chance" (n-way), ...}}},
      "shuffle_test": {"metric": "epe", "protocol", "observed", "p_mean", "p_std", ...}  (with --shuffle-test),
-     "baselines": {"joint": {"<metric>": {...}}} (with --baselines; ridge baselines are not built yet),
+     "baselines": {"joint" | "ridge": {"<metric>": {...}}} (with --baselines; ridge needs --data),
+     "decoders": {"semantic_retrieval_top10", "semantic_retrieval_chance", "flow_epe", "flow_epe_zero",
+                  "flow_epe_shuffled", "category_acc", "category_chance", "direction_acc", "direction_chance",
+                  "direction_null_mean", "direction_p", "direction_acc_ground_truth", ...} (see decoder_scores),
      "ablations_protocol": "<protocol>",
      "ablations": {"full" | "no_semantic" | "no_structure" | "no_motion" | "no_flow" | "no_dependent_noise":
-                   {"<metric>": {"mean", "std", ...}}}}
+                   {"<metric>": {"mean", "std", ...}}},
+     "ablation_tests": {"no_<name>": {"<metric>": {"mean_difference" (ablated − full), "paired_p", "bootstrap_p",
+                                                   "worse"}}}}
 
 Metric names are the reference's (``ssim``, ``psnr``, ``hue_pcc``, ``clip_pcc``, ``epe``, ``vifi``, ``2way_i``,
 ``50way_i``, ``2way_v``, ``50way_v``; BrainNRDS adds ``clip_cos``, ``video_cos``); ``category_acc`` is the share of
@@ -30,22 +38,27 @@ import copy
 import hashlib
 import json
 import sys
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from pipelines.config import config_hash
+from pipelines.data.twin.stimuli import N_DIRECTION_BINS
 from pipelines.evaluation import metrics
+from pipelines.evaluation.baselines import fit_ridge_decoders, ridge_baseline
 from pipelines.evaluation.harness import evaluate_videos, iter_clips, load_evaluation_backbones, sample_clips
 from pipelines.evaluation.protocols import PROTOCOLS, Protocol, load_protocol, resize_videos
-from pipelines.evaluation.significance import shuffle_test
-from pipelines.reconstruct import ABLATIONS, VideoReconstructionPipeline, load_bundle_clips
+from pipelines.evaluation.significance import agreement_test, compare_methods, shuffle_test
+from pipelines.features.backbones import load_backbone
+from pipelines.reconstruct import ABLATIONS, BundleClips, VideoReconstructionPipeline, load_bundle_clips
+from pipelines.training.decoders.stages import caption_ranks
 
 CONDITIONS = ("full", *(f"no_{name}" for name in ABLATIONS))
-BASELINES = ("joint",)  # reconstructed by a pipeline of other settings (joint_baseline), not by ablation
+BASELINES = ("joint", "ridge")  # reconstructed by another pipeline (joint_baseline, ridge_baseline), not by ablation
 LOWER_IS_BETTER = {"epe"}
 
 
@@ -59,6 +72,31 @@ def _bundle_hash(directory: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+@dataclass
+class Reconstructions:
+    """One condition's reconstructions of the clips, with what its decoders produced (for the ``decoders`` block)."""
+
+    frames: np.ndarray  # (n_clips, n_frames, image_size, image_size, 3) uint8
+    embedding: np.ndarray | None  # (n_clips, embed_dim): decoded semantic embedding (None when semantics are off)
+    flow: np.ndarray | None  # (n_clips, n_flows, 2, grid, grid): decoded flow (None without a flow decoder)
+
+
+def _process_state():
+    """Accelerate's view of the processes (one, unless started by ``accelerate launch --multi_gpu`` or ``torchrun``)."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def shard(n_items: int, rank: int, world: int) -> range:
+    """The contiguous share of ``n_items`` that process ``rank`` of ``world`` takes (earlier ranks take one more)."""
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"rank, world: expected 0 <= rank < world, got {rank} and {world}.")
+    size, extra = divmod(n_items, world)
+    start = rank * size + min(rank, extra)
+    return range(start, start + size + (rank < extra))
+
+
 def reconstruct_condition(
     pipeline: VideoReconstructionPipeline,
     fmri: np.ndarray,
@@ -66,29 +104,63 @@ def reconstruct_condition(
     batch_size: int,
     cache: Path | None = None,
     key: str = "",
-) -> np.ndarray:
-    """Reconstruct every window with the decoders of ``condition`` off; cached as ``cache/<condition>.npy``.
+    state=None,
+) -> Reconstructions:
+    """Reconstruct every window with the decoders of ``condition`` off; cached as ``cache/<condition>.npz``.
 
-    Returns
-    -------
-    array of shape (n_clips, n_frames, image_size, image_size, 3), uint8
+    With ``state`` (Accelerate's ``PartialState``) of several processes, each reconstructs its share of the batches
+    into ``cache/<condition>.part<rank>.npz``; every process then returns the whole set (``cache`` is required).
     """
     if condition not in CONDITIONS + BASELINES:
         raise ValueError(f"condition: expected one of {list(CONDITIONS + BASELINES)}, got {condition!r}.")
-    path = None if cache is None else cache / f"{condition}.npy"
+    world, rank = (1, 0) if state is None else (state.num_processes, state.process_index)
+    if world > 1 and cache is None:
+        raise ValueError("cache: expected a folder the processes share (several processes reconstruct), got None.")
+    path = None if cache is None else cache / f"{condition}.npz"
     stamp = None if path is None else path.with_suffix(".json")
-    if path is not None and path.is_file() and stamp.is_file() and json.loads(stamp.read_text()).get("key") == key:
-        return np.load(path)
+
+    def cached() -> bool:
+        return (
+            path is not None and path.is_file() and stamp.is_file() and json.loads(stamp.read_text()).get("key") == key
+        )
+
+    if cached():
+        return _load_reconstructions(path)
     ablate = None if condition in ("full", *BASELINES) else condition.removeprefix("no_")
-    parts = []
-    for start in tqdm(range(0, len(fmri), batch_size), desc=f"reconstruct ({condition})", unit="batch"):
-        parts.append(pipeline(fmri[start : start + batch_size], ablate=ablate).frames)
-    videos = np.concatenate(parts)
-    if path is not None:
+    starts = list(range(0, len(fmri), batch_size))
+    parts: dict[str, list[np.ndarray]] = {"frames": [], "embedding": [], "flow": []}
+    mine = [starts[i] for i in shard(len(starts), rank, world)]
+    desc = f"reconstruct ({condition})" + (f" [process {rank + 1}/{world}]" if world > 1 else "")
+    for start in tqdm(mine, desc=desc, unit="batch"):
+        out = pipeline(fmri[start : start + batch_size], ablate=ablate)
+        for name, value in (("frames", out.frames), ("embedding", out.semantic_embedding), ("flow", out.flow)):
+            if value is not None:
+                parts[name].append(value)
+    arrays = {name: np.concatenate(values) for name, values in parts.items() if values}
+    if world > 1:
+        cache.mkdir(parents=True, exist_ok=True)
+        np.savez(cache / f"{condition}.part{rank}.npz", **arrays)
+        state.wait_for_everyone()
+        merged: dict[str, list[np.ndarray]] = {}
+        for r in range(world):  # in rank order, so the clips keep their order; a process may have had no batch
+            with np.load(cache / f"{condition}.part{r}.npz") as piece:
+                for name in piece.files:
+                    merged.setdefault(name, []).append(piece[name])
+        arrays = {name: np.concatenate(values) for name, values in merged.items()}
+        state.wait_for_everyone()
+        if rank == 0:
+            for r in range(world):
+                (cache / f"{condition}.part{r}.npz").unlink()
+    if path is not None and rank == 0:
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(path, videos)
+        np.savez(path, **arrays)
         stamp.write_text(json.dumps({"key": key}))
-    return videos
+    return Reconstructions(arrays["frames"], arrays.get("embedding"), arrays.get("flow"))
+
+
+def _load_reconstructions(path: Path) -> Reconstructions:
+    with np.load(path) as saved:
+        return Reconstructions(saved["frames"], saved.get("embedding"), saved.get("flow"))
 
 
 def joint_baseline(pipeline: VideoReconstructionPipeline) -> VideoReconstructionPipeline:
@@ -108,21 +180,127 @@ def measure_protocol(
     backbones,
     category: np.ndarray | None,
     batch_size: int = 25,
-) -> dict[str, dict[str, Any]]:
-    """The protocol's summary of (predicted, target) clips, plus ``category_acc`` when categories are known."""
+) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
+    """The protocol's summary of (predicted, target) clips, plus ``category_acc`` when categories are known.
+
+    Reconstructions of another size than the ground truth (a renderer smaller than the movie) are first resized to
+    the ground truth's size (bilinear), then both to the protocol's resolution.
+
+    Returns
+    -------
+    summary : dict
+        metric → {"mean", "std", "chance" (n-way and category), ...}
+    per_clip : dict
+        metric → array of shape (n_clips,) for the per-clip metrics (``category_acc``: 1 where the class is right),
+        for paired tests between conditions.
+    """
     predicted, target = sample_clips(predicted, fps, protocol), sample_clips(target, fps, protocol)
+    if predicted.shape[2:4] != target.shape[2:4]:  # the renderer's size differs from the movie's: match the latter
+        predicted = resize_videos(predicted, target.shape[2])
     batches = zip(iter_clips(predicted, batch_size), iter_clips(target, batch_size), strict=True)
     summary, measurements = evaluate_videos(batches, protocol, backbones, total=len(target))
+    per_clip = {}
+    for metric, values in measurements.items():
+        values = np.asarray(values)
+        if metric in summary and values.dtype.kind == "f" and len(values) == len(target):
+            flat = values.reshape(len(values), -1)
+            counts = (~np.isnan(flat)).sum(axis=1)  # a clip whose values are all NaN (gated CLIP-PCC) stays NaN
+            per_clip[metric] = np.nansum(flat, axis=1) / np.where(counts > 0, counts, np.nan)
     logits = measurements.get("video_logits")
     if category is not None and logits is not None:
         hits = (logits.argmax(axis=-1) == category).astype(np.float64)
+        per_clip["category_acc"] = hits
         summary["category_acc"] = {
             "mean": float(hits.mean()),
             "std": float(hits.std()),
             "chance": 1.0 / logits.shape[-1],
             "n_clips": int(len(hits)),
         }
-    return summary
+    return summary, per_clip
+
+
+def ablation_tests(per_clip: dict[str, dict[str, np.ndarray]], seed: int = 0) -> dict[str, dict[str, dict]]:
+    """Paired comparison of every ablation with the full pipeline on the same clips, metric by metric.
+
+    ``mean_difference`` is ablated − full; ``paired_p`` the Wilcoxon signed-rank test of the per-clip differences
+    (the one to trust), ``bootstrap_p`` Mind-Animator's bootstrap-means test (see ``compare_methods``).
+    """
+    full = per_clip["full"]
+    tests: dict[str, dict[str, dict]] = {}
+    for condition, values in per_clip.items():
+        if condition == "full":
+            continue
+        tests[condition] = {}
+        for metric in full:
+            if metric not in values:
+                continue
+            both = ~(np.isnan(values[metric]) | np.isnan(full[metric]))  # clips measured in both conditions
+            if both.sum() < 2:
+                continue
+            result = compare_methods(values[metric][both], full[metric][both], seed=seed)
+            tests[condition][metric] = {
+                "mean_difference": result.mean_difference,
+                "paired_p": result.paired_p,
+                "bootstrap_p": result.bootstrap_p,
+                "worse": (result.mean_difference > 0) if metric in LOWER_IS_BETTER else (result.mean_difference < 0),
+            }
+    return tests
+
+
+def decoder_scores(
+    reconstructions: Reconstructions,
+    clips: BundleClips,
+    raft=None,
+    category: dict[str, Any] | None = None,
+    n_permutations: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """What the decoders of the full pipeline recover on the bundle's test clips (the ``decoders`` block).
+
+    - ``semantic_retrieval_top10``: the decoded embedding's own caption among the clips' distinct captions, by cosine
+      to the teacher text embeddings (as ``evaluate-decoders``); chance 10 / candidates.
+    - ``flow_epe``: decoded flow against the teacher (RAFT) flow, grid pixels; ``flow_epe_zero``: zero flow;
+      ``flow_epe_shuffled``: each clip's decoded flow against another clip's teacher flow.
+    - ``category_acc``: the video classifier on the reconstructions (from the protocol summary).
+    - ``direction_acc``: the 8-bin motion direction of each reconstruction from its RAFT flow against the simulated
+      label; ``direction_p``: permutation test of the pairing; ``direction_acc_ground_truth``: the same on the ground
+      truth frames (what a perfect reconstruction would score with this flow estimator).
+
+    Parts whose inputs are missing (no flow decoder, an older bundle without teacher features, real data without
+    labels) are left out.
+    """
+    out: dict[str, Any] = {}
+    n = len(clips)
+    if reconstructions.embedding is not None and clips.text is not None:
+        ranks, n_candidates = caption_ranks(reconstructions.embedding, np.asarray(clips.captions), clips.text)
+        out["semantic_retrieval_top10"] = float((ranks < 10).mean())
+        out["semantic_retrieval_chance"] = min(10, n_candidates) / n_candidates
+        out["semantic_retrieval_candidates"] = int(n_candidates)
+    if reconstructions.flow is not None and clips.flows is not None:
+        target = clips.flows[:n]
+        shift = np.roll(np.arange(n), 1 + int(np.random.default_rng(seed).integers(n - 1)))  # no clip keeps its own
+        out["flow_epe"] = metrics.end_point_error(reconstructions.flow, target, axis=-3)
+        out["flow_epe_zero"] = metrics.end_point_error(np.zeros_like(target), target, axis=-3)
+        out["flow_epe_shuffled"] = metrics.end_point_error(reconstructions.flow[shift], target, axis=-3)
+    if category is not None:
+        out["category_acc"], out["category_chance"] = category["mean"], category["chance"]
+    if clips.direction is not None and raft is not None:
+        predicted = _direction_bins(reconstructions.frames, raft)
+        truth = np.asarray(clips.direction)[:n]
+        test = agreement_test(predicted, truth, n_permutations, seed)
+        out["direction_acc"] = test.accuracy
+        out["direction_chance"] = 1.0 / N_DIRECTION_BINS
+        out["direction_null_mean"] = test.null_mean
+        out["direction_p"] = test.p
+        out["direction_acc_ground_truth"] = float((_direction_bins(clips.frames[:n], raft) == truth).mean())
+    return out
+
+
+def _direction_bins(videos: np.ndarray, raft) -> np.ndarray:
+    """8-bin net motion direction of every clip from RAFT flow between consecutive frames."""
+    n, t = videos.shape[:2]
+    flows = raft(videos[:, :-1].reshape(-1, *videos.shape[2:]), videos[:, 1:].reshape(-1, *videos.shape[2:]))
+    return metrics.flow_direction(flows.reshape(n, t - 1, *flows.shape[1:]), N_DIRECTION_BINS)[1]
 
 
 def frame_order_shuffle_test(
@@ -191,6 +369,9 @@ def markdown(results: dict) -> str:
     if results.get("baselines"):
         lines += [f"## Baselines (protocol `{results['baselines_protocol']}`)", ""]
         for name, summary in results["baselines"].items():
+            if "unavailable" in summary:
+                lines.append(f"- `{name}`: not measured ({summary['unavailable']})")
+                continue
             lines.append(f"- `{name}`: " + ", ".join(f"{m} {cell(e)}" for m, e in summary.items()))
         lines.append("")
     if results.get("shuffle_test"):
@@ -204,6 +385,25 @@ def markdown(results: dict) -> str:
         for condition, summary in results["ablations"].items():
             values = [f"{summary[m]['mean']:.3f}" if summary[m].get("mean") is not None else "n/a" for m in names]
             lines.append(f"| {condition} | " + " | ".join(values) + " |")
+        lines.append("")
+    if results.get("ablation_tests"):
+        tests = results["ablation_tests"]
+        names = [m for m in ("ssim", "epe", "category_acc", "clip_pcc", "vifi") if m in next(iter(tests.values()))]
+        lines += ["Ablated − full, per-clip Wilcoxon signed-rank p (* where the ablation is worse with p < 0.05):", ""]
+        lines += ["| condition | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        for condition, per_metric in tests.items():
+            cells = []
+            for m in names:
+                t = per_metric[m]
+                star = "*" if t["worse"] and t["paired_p"] < 0.05 else ""
+                cells.append(f"{t['mean_difference']:+.3f} (p {t['paired_p']:.3g}){star}")
+            lines.append(f"| {condition} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if results.get("decoders"):
+        lines += ["## Decoders of the full pipeline", "", "| measure | value |", "|---|---|"]
+        lines += [
+            f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in results["decoders"].items()
+        ]
         lines.append("")
     return "\n".join(lines)
 
@@ -232,6 +432,17 @@ def plot_ablations(results: dict, path: Path) -> Path:
     return path
 
 
+def _first(clips: BundleClips, n: int) -> BundleClips:
+    """The first ``n`` clips."""
+    cut = {k: (v[:n] if v is not None else None) for k, v in vars(clips).items()}
+    return BundleClips(**cut)
+
+
+def _flow_image_size(pipeline: VideoReconstructionPipeline) -> int:
+    flow = pipeline.decoders.get("flow")
+    return int(flow.config.image_size) if flow is not None else pipeline.info.image_size
+
+
 def evaluate_bundle(
     bundle: str | Path,
     protocols: list[str],
@@ -244,18 +455,33 @@ def evaluate_bundle(
     overrides: dict[str, Any] | None = None,
     shuffle: bool = False,
     baselines: bool = False,
+    data=None,
+    device: str | None = None,
 ) -> dict:
     """Run the evaluation and write ``results.json``, ``results.md`` (and ``ablations.png``); return the results.
+
+    Started as several processes (``accelerate launch --multi_gpu`` on GPUs, ``torchrun`` on CPUs), every process
+    reconstructs its share of the clips (``device`` default: its own GPU, or the CPU); the main process measures
+    and writes, and the others return ``{}``.
 
     Raises
     ------
     FileNotFoundError
         If the bundle or its test clips are missing.
     ValueError
-        For an unknown protocol or a limit below 2.
+        For an unknown protocol, a limit below 2, or ``data`` (the ridge baseline's training data, a
+        :class:`DecoderData`) of another subject than the bundle's.
     """
     bundle, out = Path(bundle), Path(out)
-    pipeline = VideoReconstructionPipeline.from_pretrained(bundle, **(overrides or {}))
+    state = _process_state()
+    if device is None:  # this process's GPU, or the CPU (safetensors refuses "cpu:0")
+        device = "cpu" if state.device.type == "cpu" else str(state.device)
+    pipeline = VideoReconstructionPipeline.from_pretrained(bundle, device=device, **(overrides or {}))
+    if data is not None and pipeline.info.data_key and data.dataset.key != pipeline.info.data_key:
+        raise ValueError(
+            f"--data: expected the prepared data the bundle was trained on (key {pipeline.info.data_key}), got key "
+            f"{data.dataset.key}; pass the bundle's subject and --config."
+        )
     clips = load_bundle_clips(bundle)
     n = len(clips) if limit is None else min(limit, len(clips))
     if n < 2:
@@ -268,36 +494,59 @@ def evaluate_bundle(
     key = config_hash({"bundle": bundle_hash, "n": n, "config": asdict(pipeline.config)})
     fmri, target, category = clips.fmri[:n], clips.frames[:n], None if clips.category is None else clips.category[:n]
     conditions = CONDITIONS if ablations else ("full",)
-    videos = {c: reconstruct_condition(pipeline, fmri, c, batch_size, out / "videos", key) for c in conditions}
+    others = {}
+    if baselines:
+        others["joint"] = joint_baseline(pipeline)
+        if data is not None:
+            others["ridge"] = ridge_baseline(pipeline, fit_ridge_decoders(data, _flow_image_size(pipeline)))
+    # 1. Reconstruct (each process its share of the batches when several run); the rest runs on the main process.
+    videos = {c: reconstruct_condition(pipeline, fmri, c, batch_size, out / "videos", key, state) for c in conditions}
+    for name, other in others.items():
+        other_key = config_hash({"bundle": bundle_hash, "n": n, "config": asdict(other.config), "baseline": name})
+        videos[name] = reconstruct_condition(other, fmri, name, batch_size, out / "videos", other_key, state)
+    if not state.is_main_process:
+        return {}
+    # 2. Measure every protocol on the full pipeline; the decoders block, baselines, shuffle test and ablations under
+    # the first protocol.
     results: dict[str, Any] = {
         "simulated": bool(pipeline.info.simulated),
         "bundle": str(bundle),
         "n_clips": n,
-        "settings": {"tier": tier, "reconstruction": asdict(pipeline.config)},
+        "settings": {"tier": tier, "reconstruction": asdict(pipeline.config), "tuning": pipeline.tuning},
         "protocols": {},
         "backbones": {name: models.names() for name, models in backbones.items()},
     }
     fps = pipeline.info.fps
+    per_clip = {}
     for protocol in loaded:
-        results["protocols"][protocol.name] = measure_protocol(
-            videos["full"], target, fps, protocol, backbones[protocol.name], category
+        results["protocols"][protocol.name], per_clip[protocol.name] = measure_protocol(
+            videos["full"].frames, target, fps, protocol, backbones[protocol.name], category
         )
-    first = loaded[0]  # the baselines, shuffle test and ablations are measured under the first protocol
+    first = loaded[0]
+    raft = load_backbone("raft", tier, backbones_dir) if clips.direction is not None else None
+    results["decoders"] = decoder_scores(
+        videos["full"], _first(clips, n), raft, results["protocols"][first.name].get("category_acc")
+    )
     if baselines:
-        joint = joint_baseline(pipeline)
-        joint_key = config_hash({"bundle": bundle_hash, "n": n, "config": asdict(joint.config)})
-        video = reconstruct_condition(joint, fmri, "joint", batch_size, out / "videos", joint_key)
-        results["baselines"] = {"joint": measure_protocol(video, target, fps, first, backbones[first.name], category)}
-        results["baselines_protocol"] = first.name
+        results["baselines"], results["baselines_protocol"] = {}, first.name
+        for name in others:
+            summary, _ = measure_protocol(videos[name].frames, target, fps, first, backbones[first.name], category)
+            results["baselines"][name] = summary
+        if data is None:
+            results["baselines"]["ridge"] = {
+                "unavailable": "the ridge baseline is fitted on the training split: pass --data"
+            }
     if shuffle:
-        results["shuffle_test"] = frame_order_shuffle_test(videos["full"], target, fps, first)
+        results["shuffle_test"] = frame_order_shuffle_test(videos["full"].frames, target, fps, first)
     if ablations:
         results["ablations_protocol"] = first.name
         results["ablations"] = {"full": results["protocols"][first.name]}
+        ablated = {"full": per_clip[first.name]}
         for condition in conditions[1:]:
-            results["ablations"][condition] = measure_protocol(
-                videos[condition], target, fps, first, backbones[first.name], category
+            results["ablations"][condition], ablated[condition] = measure_protocol(
+                videos[condition].frames, target, fps, first, backbones[first.name], category
             )
+        results["ablation_tests"] = ablation_tests(ablated)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     (out / "results.md").write_text(markdown(results))
@@ -316,8 +565,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, help="evaluate the first N test clips (default: all)")
     parser.add_argument("--ablations", action="store_true", help="also reconstruct with each decoder switched off")
     parser.add_argument("--shuffle-test", action="store_true", help="Mind-Animator's frame-order test of EPE")
-    parser.add_argument("--baselines", action="store_true", help="also the joint (non-decoupled) baseline")
+    parser.add_argument("--baselines", action="store_true",
+                        help="also the joint (non-decoupled) baseline and, with --data, the ridge baseline")  # fmt: skip
+    parser.add_argument(
+        "--data", help="the bundle's subject (CC2017 layout): the ridge baseline is fitted on its training split"
+    )
+    parser.add_argument(
+        "--config", default="demo", help="the decoders' config the bundle was trained with (for --data)"
+    )
+    parser.add_argument("--cache-dir", help="prepared data and teacher features (default $MINDREEL_CACHE; for --data)")
     parser.add_argument("--batch-size", type=int, default=8, help="clips per pipeline call")
+    parser.add_argument("--device", help="where the pipeline runs (default: this process's GPU under accelerate "
+                        "launch, else the GPU if there is one, else cpu)")  # fmt: skip
     parser.add_argument("--out", default="runs/evaluation", help="results.json, results.md, ablations.png, videos/")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a ReconstructionConfig field, e.g. --set guidance_scale=5")  # fmt: skip
@@ -335,15 +594,24 @@ def main(argv: list[str] | None = None) -> int:
                 overrides[field] = json.loads(value)
             except json.JSONDecodeError:
                 overrides[field] = value  # a bare string, e.g. --set start=invert
+        data = None
+        if args.baselines and args.data:
+            from pipelines.training.decoders.config import load_decoders_config
+            from pipelines.training.decoders.train import load_data
+
+            data = load_data(
+                load_decoders_config(args.config, []), args.data, args.backbones, args.tier, args.cache_dir
+            )
         results = evaluate_bundle(
             args.bundle, names, args.backbones, args.out, args.limit, args.ablations, args.tier, args.batch_size,
-            overrides, args.shuffle_test, args.baselines,
+            overrides, args.shuffle_test, args.baselines, data, args.device,
         )  # fmt: skip
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(markdown(results))
-    print(f"written to {args.out}/results.json")
+    if results:  # the main process (the others only reconstruct their share)
+        print(markdown(results))
+        print(f"written to {args.out}/results.json")
     return 0
 
 

@@ -378,6 +378,35 @@ def flow_epe(predicted_flow: np.ndarray, target_flow: np.ndarray) -> np.ndarray:
     return np.linalg.norm(predicted_flow.astype(np.float64) - target_flow, axis=-1).mean(axis=(1, 2, 3))
 
 
+def flow_direction(flows: np.ndarray, n_bins: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Net motion direction of every clip from its flows: the angle of the flow summed over pairs, averaged over pixels.
+
+    Static pixels add nothing to the sum, so the direction is the moving content's; image degrees follow the
+    simulator's labels (0 = rightwards, 90 = downwards) and the bins are centred on 0, 360 / n_bins, ...
+
+    Parameters
+    ----------
+    flows : array of shape (n_clips, n_flows, height, width, 2)
+        (dx, dy) in pixels, e.g. RAFT between consecutive frames.
+
+    Returns
+    -------
+    degrees : array of shape (n_clips,), in [0, 360)
+    bins : int array of shape (n_clips,), in [0, n_bins)
+    """
+    flows = np.asarray(flows, np.float64)
+    if flows.ndim != 5 or flows.shape[-1] != 2:
+        raise ValueError(
+            f"flows: expected an array of shape (n_clips, n_flows, height, width, 2), got shape {flows.shape}."
+        )
+    if n_bins < 1:
+        raise ValueError(f"n_bins: expected a positive count, got {n_bins}.")
+    net = flows.sum(axis=1).mean(axis=(1, 2))  # (n_clips, 2)
+    degrees = np.degrees(np.arctan2(net[:, 1], net[:, 0])) % 360.0
+    width = 360.0 / n_bins
+    return degrees, (np.floor((degrees + width / 2) / width).astype(np.int64) % n_bins)
+
+
 # --- classification and retrieval --------------------------------------------------------------------------------
 
 

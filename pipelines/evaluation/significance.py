@@ -103,3 +103,45 @@ def compare_methods(a: np.ndarray, b: np.ndarray, n_bootstrap: int = 100, seed: 
         bootstrap_p=signed_rank_p(means_a, means_b),
         paired_p=signed_rank_p(a, b),
     )
+
+
+@dataclass(frozen=True)
+class AgreementTestResult:
+    """Outcome of :func:`agreement_test`."""
+
+    accuracy: float  # share of clips whose predicted label equals the true one
+    p: float  # (1 + permutations with accuracy >= observed) / (1 + n_permutations)
+    null_mean: float  # mean accuracy under shuffled pairing: chance given both label distributions
+    n_permutations: int
+
+
+def agreement_test(
+    predicted: np.ndarray, truth: np.ndarray, n_permutations: int = 1000, seed: int = 0
+) -> AgreementTestResult:
+    """Do predicted labels agree with the true ones above chance? A permutation test of the pairing.
+
+    Shuffling which prediction goes with which clip keeps both label distributions, so the null accounts for
+    unbalanced labels (a predictor that always says "rightwards" scores the share of rightward clips, not 1/8).
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ, there are fewer than 2 clips, or n_permutations < 1.
+    """
+    predicted, truth = np.asarray(predicted), np.asarray(truth)
+    if predicted.ndim != 1 or predicted.shape != truth.shape or len(truth) < 2:
+        raise ValueError(
+            f"predicted, truth: expected two label arrays of one shape (n_clips >= 2,), got {predicted.shape} and "
+            f"{truth.shape}."
+        )
+    if n_permutations < 1:
+        raise ValueError(f"n_permutations: expected a positive count, got {n_permutations}.")
+    observed = float((predicted == truth).mean())
+    rng = np.random.default_rng(seed)
+    null = np.array([(predicted[rng.permutation(len(truth))] == truth).mean() for _ in range(n_permutations)])
+    return AgreementTestResult(
+        accuracy=observed,
+        p=float((1 + (null >= observed).sum()) / (1 + n_permutations)),
+        null_mean=float(null.mean()),
+        n_permutations=n_permutations,
+    )

@@ -316,3 +316,21 @@ def test_retrieval_errors():
         m.retrieval_top_k(np.eye(2), np.eye(2), distractors=np.zeros((5, 3)))
     with pytest.raises(ValueError, match=r"top_k: expected >= 1, got 0"):
         m.retrieval_top_k(np.eye(2), np.eye(2), top_k=0)
+
+
+def test_flow_direction_matches_the_simulators_labels():
+    from pipelines.data.twin.stimuli import direction_bin
+    from pipelines.evaluation.metrics import flow_direction
+
+    rng = np.random.default_rng(0)
+    degrees = np.concatenate([[0.0, 22.4, 22.6, 90.0, 180.0, 225.0, 337.4, 337.6], rng.uniform(0, 360, 50)])
+    step = np.stack([np.cos(np.radians(degrees)), np.sin(np.radians(degrees))], axis=-1)
+    flows = np.broadcast_to(step[:, None, None, None, :], (len(degrees), 3, 4, 5, 2)).copy()
+    flows[:, :, 0, 0] = 0.0  # static pixels do not change the direction
+    measured, bins = flow_direction(flows)
+    np.testing.assert_allclose(measured, degrees % 360, atol=1e-9)
+    assert bins.tolist() == [direction_bin(float(d)) for d in degrees]
+    with pytest.raises(ValueError, match="n_clips, n_flows, height, width, 2"):
+        flow_direction(np.zeros((2, 3, 4, 2)))
+    with pytest.raises(ValueError, match="n_bins"):
+        flow_direction(flows, n_bins=0)

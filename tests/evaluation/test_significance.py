@@ -128,3 +128,29 @@ def test_compare_methods_errors():
         compare_methods(np.zeros(1), np.zeros(1))
     with pytest.raises(ValueError, match=r"n_bootstrap: expected a positive count, got 0"):
         compare_methods(np.zeros(3), np.ones(3), n_bootstrap=0)
+
+
+def test_agreement_test_perfect_random_and_unbalanced():
+    from pipelines.evaluation.significance import agreement_test
+
+    truth = np.arange(40) % 8
+    perfect = agreement_test(truth, truth, n_permutations=500)
+    assert perfect.accuracy == 1.0 and perfect.p == pytest.approx(1 / 501)
+    assert perfect.null_mean == pytest.approx(1 / 8, abs=0.02)
+    rng = np.random.default_rng(1)
+    assert agreement_test(rng.integers(0, 8, 40), truth, n_permutations=500).p > 0.05
+    labels = np.array([0] * 30 + [1] * 10)
+    constant = agreement_test(np.zeros(40, int), labels, n_permutations=50)
+    assert constant.accuracy == 0.75 and constant.null_mean == pytest.approx(0.75) and constant.p == 1.0
+
+
+@pytest.mark.parametrize(
+    ("predicted", "truth", "n", "message"),
+    [(np.zeros(3), np.zeros(4), 10, "one shape"), (np.zeros(1), np.zeros(1), 10, "n_clips >= 2"),
+     (np.zeros(3), np.zeros(3), 0, "positive count")],
+)  # fmt: skip
+def test_agreement_test_errors(predicted, truth, n, message):
+    from pipelines.evaluation.significance import agreement_test
+
+    with pytest.raises(ValueError, match=message):
+        agreement_test(predicted, truth, n_permutations=n)

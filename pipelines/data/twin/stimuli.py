@@ -514,8 +514,12 @@ def _object_centroid(obj: dict, tau: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _direction_bin(degrees: float) -> int:
-    return int(math.floor((degrees + 22.5) / 45.0)) % 8
+N_DIRECTION_BINS = 8  # 45-degree bins centred on 0 (rightwards), 45, 90 (downwards), ...
+
+
+def direction_bin(degrees: float) -> int:
+    """The 45-degree bin (0..7) of a motion direction in image degrees (0 = rightwards, 90 = downwards)."""
+    return int(math.floor((degrees + 22.5) / 45.0)) % N_DIRECTION_BINS
 
 
 def _scene_lengths(n_clips: int, config: StimulusConfig, rng: np.random.Generator) -> list[int]:
@@ -541,7 +545,7 @@ def _camera_phrase(zoom_kind: str, pan: np.ndarray) -> str:
     parts = [] if zoom_kind == "none" else [f"zooming {zoom_kind}"]
     if np.any(pan != 0):
         degrees = math.degrees(math.atan2(pan[1], pan[0])) % 360.0
-        parts.append(f"panning {_DIRECTION_WORDS[_direction_bin(degrees)]}")
+        parts.append(f"panning {_DIRECTION_WORDS[direction_bin(degrees)]}")
     return "camera " + " and ".join(parts) if parts else "static camera"
 
 
@@ -704,7 +708,7 @@ def _clip_labels(obj: dict, config: StimulusConfig, n_clips: int) -> list[tuple[
     for dx, dy in net:
         degrees = math.degrees(math.atan2(dy, dx)) % 360.0
         degrees = 0.0 if degrees >= 360.0 else degrees  # -1e-17 % 360 rounds to 360
-        labels.append((degrees, _direction_bin(degrees), math.hypot(dx, dy) / elapsed))
+        labels.append((degrees, direction_bin(degrees), math.hypot(dx, dy) / elapsed))
     return labels
 
 

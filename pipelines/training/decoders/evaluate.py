@@ -74,17 +74,20 @@ def _retrieval(embeddings: np.ndarray, data: DecoderData) -> dict[str, float]:
     }
 
 
-def _flat(*arrays: np.ndarray) -> np.ndarray:
+def flatten(*arrays: np.ndarray) -> np.ndarray:
+    """Arrays with one row per clip → one float64 matrix (n, features): each flattened, side by side."""
     return np.concatenate([np.asarray(a, np.float64).reshape(len(a), -1) for a in arrays], axis=1)
 
 
 def _ridge(data: DecoderData, inputs, target) -> np.ndarray:
     """Fit on train (penalty on val) a ridge from ``inputs(split)`` to ``target(split)``; predict test."""
-    model = fit_ridge(_flat(*inputs("train")), _flat(target("train")), _flat(*inputs("val")), _flat(target("val")))
-    return model.predict(_flat(*inputs("test")))
+    model = fit_ridge(
+        flatten(*inputs("train")), flatten(target("train")), flatten(*inputs("val")), flatten(target("val"))
+    )
+    return model.predict(flatten(*inputs("test")))
 
 
-def _thumbnails(frames: np.ndarray, size: int = 16) -> np.ndarray:
+def thumbnails(frames: np.ndarray, size: int = 16) -> np.ndarray:
     """uint8 frames (n, h, w, 3) → area-averaged thumbnails (n, size, size, 3) in [0, 1] (any h, w)."""
     return torch.nn.functional.adaptive_avg_pool2d(to_tensor(frames), size).permute(0, 2, 3, 1).numpy()
 
@@ -145,7 +148,7 @@ def evaluate_stage(name: str, model: torch.nn.Module, config: DecodersConfig, da
         out["zero_epe"] = end_point_error(np.zeros_like(target), target, axis=-3)
         ridge = _ridge(
             data,
-            lambda s: (data.splits[s].fmri, _thumbnails(data.splits[s].first_frames)),
+            lambda s: (data.splits[s].fmri, thumbnails(data.splits[s].first_frames)),
             lambda s: data.splits[s].flows,
         )
         out["ridge_epe"] = end_point_error(ridge.reshape(target.shape), target, axis=-3)
