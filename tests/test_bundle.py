@@ -5,32 +5,28 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
 from pipelines import bundle
 from pipelines.reconstruct import VideoReconstructionPipeline, load_bundle_clips
 from tests.features.conftest import tiny_backbones  # noqa: F401  (one definition, shared)
-from tests.training.decoders.conftest import decoder_cache, tiny_config, tiny_decoder_data, trained  # noqa: F401
+from tests.training.decoders.conftest import (  # noqa: F401
+    built_bundle,
+    decoder_cache,
+    tiny_config,
+    tiny_decoder_data,
+    trained,
+)
 
 
-@pytest.fixture(scope="module")
-def built(tiny_twin, tiny_backbones, trained, decoder_cache, tmp_path_factory):  # noqa: F811
-    out = tmp_path_factory.mktemp("bundle")
-    argv = ["--config", "tiny", "--data", str(tiny_twin), "--backbones", str(tiny_backbones[0]), "--cache-dir",
-            str(decoder_cache), "--decoders", str(trained), "--out", str(out), "--n-test", "3"]  # fmt: skip
-    assert bundle.main(argv) == 0
-    return out
-
-
-def test_the_bundle_opens_and_reconstructs_its_test_clips(built, tiny_decoder_data):  # noqa: F811
-    pipeline = VideoReconstructionPipeline.from_pretrained(built, num_inference_steps=5)
-    clips = load_bundle_clips(built)
-    assert len(clips) == 3 and clips.category is not None and len(clips.captions) == 3
+def test_the_bundle_opens_and_reconstructs_its_test_clips(built_bundle, tiny_decoder_data):  # noqa: F811
+    pipeline = VideoReconstructionPipeline.from_pretrained(built_bundle, num_inference_steps=5)
+    clips = load_bundle_clips(built_bundle)
+    assert len(clips) == 4 and clips.category is not None and len(clips.captions) == 4
     test = tiny_decoder_data.splits["test"]
-    np.testing.assert_array_equal(clips.fmri, test.fmri[:3])
-    np.testing.assert_array_equal(clips.frames[:, 0], test.first_frames[:3])
-    np.testing.assert_array_equal(clips.text, test.text[:3])  # the teacher features the decoders are scored on
-    np.testing.assert_array_equal(clips.flows, test.flows[:3])
+    np.testing.assert_array_equal(clips.fmri, test.fmri[:4])
+    np.testing.assert_array_equal(clips.frames[:, 0], test.first_frames[:4])
+    np.testing.assert_array_equal(clips.text, test.text[:4])  # the teacher features the decoders are scored on
+    np.testing.assert_array_equal(clips.flows, test.flows[:4])
     out = pipeline(clips.fmri)
     size = pipeline.info.image_size  # the tiny VAE's 32 px; the ground truth keeps the movie's 64 px
     assert out.frames.shape == (*clips.frames.shape[:2], size, size, 3)
@@ -38,13 +34,13 @@ def test_the_bundle_opens_and_reconstructs_its_test_clips(built, tiny_decoder_da
     assert sorted(pipeline.decoders) == ["flow", "fmri-encoder", "motion", "semantic", "structure"]
 
 
-def test_the_constants_come_from_the_training_split(built, tiny_decoder_data):  # noqa: F811
-    pipeline = VideoReconstructionPipeline.from_pretrained(built)
+def test_the_constants_come_from_the_training_split(built_bundle, tiny_decoder_data):  # noqa: F811
+    pipeline = VideoReconstructionPipeline.from_pretrained(built_bundle)
     train = tiny_decoder_data.splits["train"]
     np.testing.assert_allclose(pipeline.constants["mean_fmri"].numpy(), train.fmri.mean(axis=0), atol=1e-6)
     np.testing.assert_allclose(pipeline.constants["mean_latent"].numpy(), train.latents[:, 0].mean(axis=0), atol=1e-5)
     np.testing.assert_array_equal(pipeline.voxel_grayordinates, tiny_decoder_data.dataset.voxel_grayordinates)
-    manifest = json.loads((built / "bundle.json").read_text())
+    manifest = json.loads((built_bundle / "bundle.json").read_text())
     assert manifest["info"]["simulated"] is True and manifest["info"]["window"] == train.fmri.shape[1]
 
 

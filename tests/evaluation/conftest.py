@@ -15,6 +15,13 @@ from pipelines.evaluation.protocols import load_protocol
 from pipelines.reconstruct import TEST_CLIPS
 from tests.conftest import build_tiny_pipeline
 from tests.features.conftest import tiny_backbones  # noqa: F401
+from tests.training.decoders.conftest import (  # noqa: F401  (the tiny trained bundle, for the ridge baseline)
+    built_bundle,
+    decoder_cache,
+    tiny_config,
+    tiny_decoder_data,
+    trained,
+)
 
 
 @pytest.fixture(scope="package")

@@ -8,33 +8,22 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines import bundle
 from pipelines.evaluation import evaluate
 from pipelines.evaluation.baselines import fit_ridge_decoders, ridge_baseline
 from pipelines.reconstruct import VideoReconstructionPipeline, load_bundle_clips
 from pipelines.training.decoders.evaluate import flatten
 from pipelines.training.decoders.ridge import fit_ridge
-from tests.training.decoders.conftest import decoder_cache, tiny_config, tiny_decoder_data, trained  # noqa: F401
 
 
 @pytest.fixture(scope="module")
-def tiny_built(tiny_twin, tiny_backbones, trained, decoder_cache, tmp_path_factory):  # noqa: F811
-    out = tmp_path_factory.mktemp("bundle")
-    argv = ["--config", "tiny", "--data", str(tiny_twin), "--backbones", str(tiny_backbones[0]), "--cache-dir",
-            str(decoder_cache), "--decoders", str(trained), "--out", str(out), "--n-test", "4"]  # fmt: skip
-    assert bundle.main(argv) == 0
-    return out
-
-
-@pytest.fixture(scope="module")
-def ridge(tiny_built, tiny_decoder_data):  # noqa: F811
-    pipeline = VideoReconstructionPipeline.from_pretrained(tiny_built, num_inference_steps=5)
+def ridge(built_bundle, tiny_decoder_data):
+    pipeline = VideoReconstructionPipeline.from_pretrained(built_bundle, num_inference_steps=5)
     return pipeline, fit_ridge_decoders(tiny_decoder_data, pipeline.decoders["flow"].config.image_size, progress=False)
 
 
-def test_ridge_decoders_answer_like_the_decoders(ridge, tiny_built):
+def test_ridge_decoders_answer_like_the_decoders(ridge, built_bundle):
     pipeline, decoders = ridge
-    clips = load_bundle_clips(tiny_built)
+    clips = load_bundle_clips(built_bundle)
     volume = torch.from_numpy(clips.fmri[:, pipeline.info.centre])
     with torch.no_grad():
         real = pipeline.decoders["semantic"](volume)
@@ -53,7 +42,7 @@ def test_ridge_decoders_answer_like_the_decoders(ridge, tiny_built):
         decoders["motion"].generate(first, volume, n_frames=99)
 
 
-def test_the_structure_ridge_is_the_fit_evaluate_decoders_reports(ridge, tiny_decoder_data):  # noqa: F811
+def test_the_structure_ridge_is_the_fit_evaluate_decoders_reports(ridge, tiny_decoder_data):
     _, decoders = ridge
     data = tiny_decoder_data
     train, val, test = (data.splits[s] for s in ("train", "val", "test"))
@@ -66,9 +55,9 @@ def test_the_structure_ridge_is_the_fit_evaluate_decoders_reports(ridge, tiny_de
     np.testing.assert_allclose(ours.reshape(len(ours), -1), reference, rtol=1e-4, atol=1e-5)
 
 
-def test_the_ridge_pipeline_renders_and_leaves_the_bundle_alone(ridge, tiny_built):
+def test_the_ridge_pipeline_renders_and_leaves_the_bundle_alone(ridge, built_bundle):
     pipeline, decoders = ridge
-    clips = load_bundle_clips(tiny_built)
+    clips = load_bundle_clips(built_bundle)
     baseline = ridge_baseline(pipeline, decoders)
     out = baseline(clips.fmri[:2])
     assert out.frames.shape == (2, pipeline.info.n_frames, pipeline.info.image_size, pipeline.info.image_size, 3)
@@ -77,8 +66,10 @@ def test_the_ridge_pipeline_renders_and_leaves_the_bundle_alone(ridge, tiny_buil
     assert not np.array_equal(out.frames, pipeline(clips.fmri[:2]).frames)
 
 
-def test_evaluate_with_data_reports_the_ridge_baseline(tiny_built, tiny_twin, tiny_backbones, decoder_cache, tmp_path):  # noqa: F811
-    common = ["--bundle", str(tiny_built), "--backbones", str(tiny_backbones[0]), "--limit", "3", "--baselines",
+def test_evaluate_with_data_reports_the_ridge_baseline(
+    built_bundle, tiny_twin, tiny_backbones, decoder_cache, tmp_path
+):
+    common = ["--bundle", str(built_bundle), "--backbones", str(tiny_backbones[0]), "--limit", "3", "--baselines",
               "--batch-size", "2", "--set", "num_inference_steps=5"]  # fmt: skip
     data = ["--data", str(tiny_twin), "--config", "tiny", "--cache-dir", str(decoder_cache)]
     assert evaluate.main([*common, *data, "--out", str(tmp_path / "a")]) == 0
@@ -90,10 +81,10 @@ def test_evaluate_with_data_reports_the_ridge_baseline(tiny_built, tiny_twin, ti
     assert "not measured" in (tmp_path / "b" / "results.md").read_text()
 
 
-def test_evaluate_refuses_ridge_data_of_another_subject(tiny_built, tiny_backbones, tiny_decoder_data, tmp_path):  # noqa: F811
+def test_evaluate_refuses_ridge_data_of_another_subject(built_bundle, tiny_backbones, tiny_decoder_data, tmp_path):
     import dataclasses
 
     other = dataclasses.replace(tiny_decoder_data, dataset=dataclasses.replace(tiny_decoder_data.dataset, key="other"))
     with pytest.raises(ValueError, match="expected the prepared data the bundle was trained on"):
-        evaluate.evaluate_bundle(tiny_built, ["mind-animator"], tiny_backbones[0], tmp_path, limit=2, baselines=True,
+        evaluate.evaluate_bundle(built_bundle, ["mind-animator"], tiny_backbones[0], tmp_path, limit=2, baselines=True,
                                  data=other)  # fmt: skip

@@ -31,3 +31,15 @@ def trained(tiny_config, tiny_decoder_data, tmp_path_factory):
         torch.manual_seed(0)
         train_stage(stage, tiny_config, tiny_decoder_data, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def built_bundle(tiny_twin, tiny_backbones, trained, decoder_cache, tmp_path_factory):  # noqa: F811
+    """``build-bundle`` over the trained tiny decoders, with the first 4 test clips (also the CLI's test)."""
+    from pipelines import bundle
+
+    out = tmp_path_factory.mktemp("bundle")
+    argv = ["--config", "tiny", "--data", str(tiny_twin), "--backbones", str(tiny_backbones[0]), "--cache-dir",
+            str(decoder_cache), "--decoders", str(trained), "--out", str(out), "--n-test", "4"]  # fmt: skip
+    assert bundle.main(argv) == 0
+    return out
