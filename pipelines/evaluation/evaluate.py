@@ -303,6 +303,18 @@ def _direction_bins(videos: np.ndarray, raft) -> np.ndarray:
     return metrics.flow_direction(flows.reshape(n, t - 1, *flows.shape[1:]), N_DIRECTION_BINS)[1]
 
 
+ABLATION_PROTOCOL = "mind-animator"  # first under --protocol all: the ablations and shuffle test are Mind-Animator's
+
+
+def all_protocols() -> list[str]:
+    """Every protocol, Mind-Animator's first (the ablations, baselines and decoders block use the first)."""
+    return [ABLATION_PROTOCOL, *(name for name in PROTOCOLS if name != ABLATION_PROTOCOL)]
+
+
+def _consecutive_farneback(protocol: Protocol) -> bool:
+    return "epe" in protocol.metrics and protocol.flow == "farneback" and protocol.flow_stride == 1
+
+
 def frame_order_shuffle_test(
     predicted: np.ndarray,
     target: np.ndarray,
@@ -324,7 +336,7 @@ def frame_order_shuffle_test(
     ValueError
         If the protocol's EPE is not Farnebäck between consecutive frames.
     """
-    if "epe" not in protocol.metrics or protocol.flow != "farneback" or protocol.flow_stride != 1:
+    if not _consecutive_farneback(protocol):
         raise ValueError(
             f"shuffle test: expected a protocol with Farnebäck EPE between consecutive frames (mind-animator), got "
             f"{protocol.name!r} (flow {protocol.flow!r}, stride {protocol.flow_stride})."
@@ -536,8 +548,9 @@ def evaluate_bundle(
             results["baselines"]["ridge"] = {
                 "unavailable": "the ridge baseline is fitted on the training split: pass --data"
             }
-    if shuffle:
-        results["shuffle_test"] = frame_order_shuffle_test(videos["full"].frames, target, fps, first)
+    if shuffle:  # Mind-Animator's test: under the first protocol with consecutive Farnebäck EPE, else its own
+        tested = next((p for p in loaded if _consecutive_farneback(p)), None) or load_protocol(ABLATION_PROTOCOL)
+        results["shuffle_test"] = frame_order_shuffle_test(videos["full"].frames, target, fps, tested)
     if ablations:
         results["ablations_protocol"] = first.name
         results["ablations"] = {"full": results["protocols"][first.name]}
@@ -581,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a ReconstructionConfig field, e.g. --set guidance_scale=5")  # fmt: skip
     args = parser.parse_args(argv)
-    names = list(PROTOCOLS) if args.protocol == ["all"] else args.protocol
+    names = all_protocols() if args.protocol == ["all"] else args.protocol
     if args.tier == "demo" and not args.backbones:
         parser.error("--backbones is required with --tier demo (the folder train-backbones wrote)")
     try:

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
+from pipelines.config import to_dict
 from pipelines.evaluation import evaluate
 from pipelines.evaluation.protocols import load_protocol
 
@@ -249,3 +251,19 @@ def test_two_processes_under_torchrun_give_the_one_process_videos(
         torch.set_num_threads(threads)
     with np.load(out / "videos" / "full.npz") as gathered:
         np.testing.assert_array_equal(gathered["frames"], single.frames)
+
+
+def test_all_protocols_put_mind_animator_first_and_the_shuffle_test_finds_its_protocol(
+    tiny_bundle, small_protocol, tiny_backbones, tmp_path
+):
+    from pipelines.evaluation.protocols import PROTOCOLS
+
+    names = evaluate.all_protocols()
+    assert names[0] == "mind-animator" and sorted(names) == sorted(PROTOCOLS)
+    brainnrds = dataclasses.replace(load_protocol("brainnrds"), n_frames=4, resolution=32)
+    first = tmp_path / "brainnrds.yaml"
+    first.write_text(yaml.safe_dump(to_dict(brainnrds)))
+    argv = ["--bundle", str(tiny_bundle), "--protocol", str(first), str(small_protocol), "--backbones",
+            str(tiny_backbones[0]), "--limit", "3", "--shuffle-test", "--out", str(tmp_path / "e")]  # fmt: skip
+    assert evaluate.main(argv) == 0  # RAFT EPE first: the shuffle test uses the Farnebäck protocol after it
+    assert json.loads((tmp_path / "e" / "results.json").read_text())["shuffle_test"]["protocol"] == "mind-animator"
