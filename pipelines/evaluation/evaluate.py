@@ -277,7 +277,7 @@ def decoder_scores(
         out["semantic_retrieval_chance"] = min(10, n_candidates) / n_candidates
         out["semantic_retrieval_candidates"] = int(n_candidates)
     if reconstructions.flow is not None and clips.flows is not None:
-        target = clips.flows[:n]
+        target = clips.flows
         shift = np.roll(np.arange(n), 1 + int(np.random.default_rng(seed).integers(n - 1)))  # no clip keeps its own
         out["flow_epe"] = metrics.end_point_error(reconstructions.flow, target, axis=-3)
         out["flow_epe_zero"] = metrics.end_point_error(np.zeros_like(target), target, axis=-3)
@@ -286,13 +286,13 @@ def decoder_scores(
         out["category_acc"], out["category_chance"] = category["mean"], category["chance"]
     if clips.direction is not None and raft is not None:
         predicted = _direction_bins(reconstructions.frames, raft)
-        truth = np.asarray(clips.direction)[:n]
+        truth = np.asarray(clips.direction)
         test = agreement_test(predicted, truth, n_permutations, seed)
         out["direction_acc"] = test.accuracy
         out["direction_chance"] = 1.0 / N_DIRECTION_BINS
         out["direction_null_mean"] = test.null_mean
         out["direction_p"] = test.p
-        out["direction_acc_ground_truth"] = float((_direction_bins(clips.frames[:n], raft) == truth).mean())
+        out["direction_acc_ground_truth"] = float((_direction_bins(clips.frames, raft) == truth).mean())
     return out
 
 
@@ -504,7 +504,8 @@ def evaluate_bundle(
     backbones = {p.name: load_evaluation_backbones(p, tier, backbones_dir) for p in loaded}
     bundle_hash = _bundle_hash(bundle)
     key = config_hash({"bundle": bundle_hash, "n": n, "config": asdict(pipeline.config)})
-    fmri, target, category = clips.fmri[:n], clips.frames[:n], None if clips.category is None else clips.category[:n]
+    clips = _first(clips, n)
+    fmri, target, category = clips.fmri, clips.frames, clips.category
     conditions = CONDITIONS if ablations else ("full",)
     others = {}
     if baselines:
@@ -537,7 +538,7 @@ def evaluate_bundle(
     first = loaded[0]
     raft = load_backbone("raft", tier, backbones_dir) if clips.direction is not None else None
     results["decoders"] = decoder_scores(
-        videos["full"], _first(clips, n), raft, results["protocols"][first.name].get("category_acc")
+        videos["full"], clips, raft, results["protocols"][first.name].get("category_acc")
     )
     if baselines:
         results["baselines"], results["baselines_protocol"] = {}, first.name

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.config import config_hash
+from pipelines.config import config_hash, from_dict
 from pipelines.evaluation.evaluate import LOWER_IS_BETTER, _bundle_hash, measure_protocol, reconstruct_condition
 from pipelines.evaluation.harness import load_evaluation_backbones
 from pipelines.evaluation.protocols import PROTOCOLS, load_protocol
@@ -193,8 +193,6 @@ def write_tuning(bundle: str | Path, record: dict) -> Path:
     path = Path(bundle) / BUNDLE_JSON
     manifest = json.loads(path.read_text())
     reconstruction = dict(manifest["reconstruction"], **record["chosen"])
-    from pipelines.config import from_dict
-
     from_dict(ReconstructionConfig, reconstruction, where=f"{path} (reconstruction)")  # check before writing
     manifest["reconstruction"] = reconstruction
     manifest["tuning"] = {
