@@ -1,5 +1,8 @@
 """Benchmark: attribution time for one clip per decoder on CPU (targets: IntegratedGradients <= 3 s, Saliency <= 0.3 s).
 
+The pattern method (Saliency's gradient times the training inputs' covariance) is held to Saliency's target: it is
+the interactive map too. Its covariance comes from 1,180 random training inputs, the demo training split's size.
+
     python benchmarks/bench_attribution.py                      # decoders of the demo architecture, random weights
     python benchmarks/bench_attribution.py --decoders runs/decoders   # trained decoders (same sizes, same timing)
 
@@ -21,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from brainviz.attribution import attribute, decoder_objective  # noqa: E402
+from brainviz.attribution import InputCovariance, attribute, decoder_objective  # noqa: E402
 from pipelines.models.brainnrds import FlowDecoder, FlowDecoderConfig  # noqa: E402
 from pipelines.models.mind_animator import (  # noqa: E402
     ConsistencyMotionGenerator,
@@ -34,7 +37,8 @@ from pipelines.models.mind_animator import (  # noqa: E402
 from pipelines.models.neurocine import FMRIEncoder, FMRIEncoderConfig  # noqa: E402
 from pipelines.models.registry import DECODERS  # noqa: E402
 
-TARGETS = {"saliency": 0.3, "integrated_gradients": 3.0}
+TARGETS = {"saliency": 0.3, "integrated_gradients": 3.0, "pattern": 0.3}
+N_TRAIN = 1180  # training clips of the demo subject (the covariance's samples)
 N_VOXELS, EMBED, LATENT, N_FRAMES, GRID, N_FLOWS, IMAGE = 4500, 128, (8, 16, 16), 8, 32, 3, 64
 
 
@@ -85,11 +89,17 @@ def main(argv: list[str] | None = None) -> int:
     for name, model in demo_models(args.decoders).items():
         x, ref, first = one_clip(name, rng)
         objective = decoder_objective(name, model, ref, first=first)
+        covariance = InputCovariance(rng.standard_normal((N_TRAIN, *x.shape[1:])).astype(np.float32))
         for method, target in TARGETS.items():
             times = []
             for _ in range(args.repeats + 1):
                 result = attribute(
-                    objective, x, method, n_steps=args.n_steps, internal_batch_size=args.internal_batch_size
+                    objective,
+                    x,
+                    method,
+                    n_steps=args.n_steps,
+                    internal_batch_size=args.internal_batch_size,
+                    covariance=covariance,
                 )
                 times.append(result.seconds)
             seconds = statistics.median(times[1:])

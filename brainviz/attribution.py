@@ -14,10 +14,22 @@ The reference is the ground-truth target by default (the caption's CLIP embeddin
 flow), or the decoder's own output ("why did it decode this"). Structure is centred on the decoder's output at the
 baseline, so the cosine measures the clip-specific part of the latent and not the mean image every clip shares.
 
-Two methods: ``saliency`` (one backward pass, |∂f/∂x|; interactive use) and ``integrated_gradients`` (path integral
+Three methods: ``saliency`` (one backward pass, |∂f/∂x|; interactive use), ``integrated_gradients`` (path integral
 from the baseline; signed; its completeness error ``Σ attr − (f(x) − f(baseline))`` is reported as the convergence
-delta). The baseline is 0, the training mean of z-scored voxels. These are attributions, not attention maps: the
-fMRI encoder's attention is in :mod:`brainviz.attention`.
+delta) and ``pattern`` (the gradient turned into an activation pattern, below). The baseline is 0, the training mean
+of z-scored voxels. These are attributions, not attention maps: the fMRI encoder's attention is in
+:mod:`brainviz.attention`.
+
+Why ``pattern``. A decoder is a backward model: its gradient is a weight vector, and weight vectors do not say where
+the information is (Haufe et al. 2014, NeuroImage 87:96–110). A voxel that carries only noise shared with signal
+voxels gets a large weight (it cancels that noise), and a signal that many voxels share is spread thinly over them.
+Haufe's remedy turns weights w into the forward model's activation pattern Σw, with Σ the covariance of the inputs;
+for a deep network the same idea is PatternAttribution (Kindermans et al. 2018, ICLR). Here ``pattern`` is Σ·∇f(x)
+per clip, with Σ estimated on the *training* inputs (:class:`InputCovariance`, never the test clips). For a linear
+decoder it is exactly Haufe's pattern; for a nonlinear one, the pattern of its local linearisation at each clip.
+Measured on the simulated subject (README, "brainviz"): the structure decoder's saliency ranks its own role's
+voxels below the others (ROC AUC 0.46), and so do the weights of the validation-optimal ridge decoder (0.42),
+while its pattern separates them (0.95).
 
 Caveat, measured on the demo decoders: the Mind-Animator decoders open with Linear → LayerNorm, which makes them
 nearly invariant to the input's scale, so along the straight path from the zero baseline the output hardly moves
@@ -37,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from captum.attr import IntegratedGradients, Saliency
 
-METHODS = ("saliency", "integrated_gradients")
+METHODS = ("saliency", "integrated_gradients", "pattern")
 DECODERS = ("semantic", "structure", "motion", "flow", "fmri-encoder")
 Objective = Callable[[torch.Tensor], torch.Tensor]
 
@@ -47,7 +59,7 @@ class Attribution:
     """Attributions of a batch of inputs to one decoder's objective."""
 
     values: np.ndarray  # same shape as the input: (batch, n_voxels) or (batch, window, n_voxels), float32
-    method: str  # "saliency" (|gradient|) or "integrated_gradients" (signed)
+    method: str  # "saliency" (|gradient|), "integrated_gradients" (signed) or "pattern" (Σ·gradient, signed)
     objective: np.ndarray  # (batch,) objective at the input
     delta: np.ndarray | None  # (batch,) IG completeness error; None for saliency
     seconds: float
@@ -56,6 +68,47 @@ class Attribution:
         """One value per voxel, (batch, n_voxels): the window's TRs summed (of |values| when ``absolute``)."""
         v = np.abs(self.values) if absolute else self.values
         return v.sum(axis=1) if v.ndim == 3 else v
+
+
+class InputCovariance:
+    """The covariance Σ of a decoder's training inputs, applied to gradients without forming the matrix.
+
+    ``apply(g)`` = Σg = Xcᵀ(Xc g) / (n − 1), with Xc the centred training inputs flattened to (n, features): a
+    (4,500 × 4,500) or window-sized matrix is never built, and memory is that of the inputs.
+
+    Parameters
+    ----------
+    inputs : array of shape (n, n_voxels) or (n, window, n_voxels)
+        The decoder's inputs on its training split (never the clips being attributed), n ≥ 2.
+
+    Raises
+    ------
+    ValueError
+        If fewer than 2 samples, the wrong number of dimensions, or non-finite values.
+    """
+
+    def __init__(self, inputs: np.ndarray):
+        x = np.asarray(inputs, dtype=np.float32)
+        if x.ndim not in (2, 3) or len(x) < 2 or not np.isfinite(x).all():
+            raise ValueError(
+                "covariance inputs: expected finite training inputs of shape (n >= 2, n_voxels) or (n >= 2, window, "
+                f"n_voxels), got shape {x.shape}{'' if np.isfinite(x).all() else ' with NaN or inf'}."
+            )
+        self.shape = x.shape[1:]
+        flat = x.reshape(len(x), -1)
+        self._centred = torch.from_numpy(flat - flat.mean(axis=0, dtype=np.float64).astype(np.float32))
+
+    def apply(self, gradients: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Σ·g for a batch of gradients of shape (batch, *shape) → the same shape, float32."""
+        g = torch.as_tensor(np.asarray(gradients, dtype=np.float32))
+        if tuple(g.shape[1:]) != tuple(self.shape):
+            raise ValueError(
+                f"gradients: expected shape (batch, {', '.join(map(str, self.shape))}) like the covariance's inputs, "
+                f"got {tuple(g.shape)}."
+            )
+        xc = self._centred
+        out = (xc.T @ (xc @ g.reshape(len(g), -1).T)).T / (len(xc) - 1)
+        return out.reshape(g.shape).numpy()
 
 
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -138,6 +191,7 @@ def attribute(
     baseline: np.ndarray | float = 0.0,
     n_steps: int = 32,
     internal_batch_size: int | None = 16,
+    covariance: InputCovariance | None = None,
 ) -> Attribution:
     """Attribute ``objective(inputs)`` to every input value.
 
@@ -147,11 +201,13 @@ def attribute(
         From :func:`decoder_objective`: fMRI tensor → (batch,) scalars.
     inputs : array of shape (batch, n_voxels) or (batch, window, n_voxels)
         z-scored fMRI.
-    method : {"saliency", "integrated_gradients"}
+    method : {"saliency", "integrated_gradients", "pattern"}
     baseline : float or array broadcastable to ``inputs``
         Integrated gradients' reference input; 0 = the training mean of z-scored voxels.
     n_steps, internal_batch_size : int
         Integrated gradients' path steps and how many scaled inputs go through the model at once (memory).
+    covariance : InputCovariance
+        Required by ``pattern``: the covariance of the decoder's training inputs, of the inputs' shape.
 
     Returns
     -------
@@ -160,7 +216,8 @@ def attribute(
     Raises
     ------
     ValueError
-        For an unknown method, non-finite inputs or a non-positive n_steps.
+        For an unknown method, non-finite inputs, a non-positive n_steps, or ``pattern`` without a covariance of
+        the inputs' shape.
     """
     if method not in METHODS:
         raise ValueError(f"method: expected one of {list(METHODS)}, got {method!r}.")
@@ -172,11 +229,19 @@ def attribute(
         )
     if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
         raise ValueError(f"n_steps: expected a positive integer, got {n_steps!r}.")
+    if method == "pattern" and (covariance is None or tuple(covariance.shape) != x.shape[1:]):
+        got = "None" if covariance is None else f"one of shape {tuple(covariance.shape)}"
+        raise ValueError(
+            f"pattern: expected the training inputs' covariance (covariance=InputCovariance(...)) of shape "
+            f"{x.shape[1:]}, got {got}."
+        )
     tensor = torch.from_numpy(x).requires_grad_(True)
     start = time.perf_counter()
     delta = None
     if method == "saliency":
         values = Saliency(objective).attribute(tensor, abs=True)
+    elif method == "pattern":
+        values = torch.from_numpy(covariance.apply(Saliency(objective).attribute(tensor, abs=False).detach()))
     else:
         base = torch.as_tensor(np.broadcast_to(np.asarray(baseline, np.float32), x.shape).copy())
         values, delta = IntegratedGradients(objective).attribute(

@@ -13,6 +13,11 @@ the mean |attribution| per selected voxel over test clips should be high on the 
 The score is the ROC AUC of mean |attribution| in separating the role's voxels from all other selected voxels (0.5 =
 no better than chance, 1 = every role voxel above every other voxel). Also reported: each Glasser ROI group's share
 of the attribution.
+
+The default method is ``pattern``: each clip's gradient turned into an activation pattern with the covariance of the
+decoder's training inputs (:class:`brainviz.attribution.InputCovariance`; Haufe et al. 2014). Raw gradients and
+integrated gradients are a backward model's weights, which need not be large where the information is; ``--method
+saliency`` or ``integrated_gradients`` scores them instead (README, "brainviz", has all three).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from brainviz.attribution import METHODS, attribute, decoder_objective, role_recovery_auc
+from brainviz.attribution import METHODS, InputCovariance, attribute, decoder_objective, role_recovery_auc
 
 ROLE_OF = {"semantic": "semantic", "fmri-encoder": "semantic", "structure": "structure", "motion": "motion",
            "flow": "motion"}  # fmt: skip
@@ -57,7 +62,7 @@ def recover(
     data: Any,
     roles: np.ndarray,
     *,
-    method: str = "integrated_gradients",
+    method: str = "pattern",
     n_clips: int = 32,
     n_steps: int = 32,
     batch_size: int = 8,
@@ -75,6 +80,7 @@ def recover(
         If no decoder has been trained under ``decoders_dir``.
     """
     from pipelines.models.registry import DECODERS
+    from pipelines.training.decoders.stages import make_stage
 
     decoders_dir = Path(decoders_dir)
     found = [d for d in DECODERS if (decoders_dir / d / "config.json").is_file()]
@@ -96,11 +102,14 @@ def recover(
     maps = {}
     for name in found:
         model = DECODERS[name].from_pretrained(decoders_dir / name)
+        covariance = None
+        if method == "pattern":  # the training split's inputs, never the attributed test clips
+            covariance = InputCovariance(make_stage(name, config.stages[name], data).inputs("train"))
         total, deltas, seconds = np.zeros(data.n_voxels), [], 0.0
         for start in tqdm(range(0, len(index), batch_size), desc=f"attribution {name}", leave=False):
             part = decoder_inputs(name, config, data, "test", index[start : start + batch_size])
             objective = decoder_objective(name, model, part["reference"], first=part["first"])
-            result = attribute(objective, part["inputs"], method, n_steps=n_steps)
+            result = attribute(objective, part["inputs"], method, n_steps=n_steps, covariance=covariance)
             total += result.voxel_map(absolute=True).sum(axis=0)
             seconds += result.seconds
             if result.delta is not None:
@@ -137,9 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.training.decoders.train import add_data_arguments, load_data, parse_data_arguments
 
     parser = argparse.ArgumentParser(prog="python -m pipelines attribution", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--decoders", required=True, help="the folder train --out wrote")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--bundle", help="a bundle folder (build-bundle --out): its decoders/ are attributed")
+    source.add_argument("--decoders", help="the folder train --out wrote")
     add_data_arguments(parser)
-    parser.add_argument("--method", default="integrated_gradients", choices=METHODS)
+    parser.add_argument(
+        "--method", default="pattern", choices=METHODS, help="default: pattern (gradients × training covariance)"
+    )
     parser.add_argument("--n-clips", type=int, default=32, help="evenly spaced test clips (default 32)")
     parser.add_argument("--n-steps", type=int, default=32, help="integrated-gradients steps (default 32)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -151,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         config = load_decoders_config(args.config, args.overrides)
         data = load_data(config, args.data, args.backbones, args.tier, args.cache_dir)
         roles = voxel_roles(args.data, data.dataset.voxel_grayordinates)
-        result = recover(args.decoders, config, data, roles, method=args.method, n_clips=args.n_clips,
+        decoders = args.decoders if args.bundle is None else Path(args.bundle) / "decoders"
+        result = recover(decoders, config, data, roles, method=args.method, n_clips=args.n_clips,
                          n_steps=args.n_steps)  # fmt: skip
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -159,7 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
-    print("Simulated subject (not human data): ROC AUC of mean |attribution| for the decoder's simulated role.")
+    print(
+        f"Simulated subject (not human data): ROC AUC of mean |attribution| ({args.method}) for the decoder's "
+        "simulated role."
+    )
     print("| decoder | role | AUC | s / clip |\n|---|---|---|---|")
     for name, auc in result["auc"].items():
         print(f"| {name} | {ROLE_OF[name]} | {auc:.3f} | {result['seconds_per_clip'][name]:.2f} |")

@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy import stats
 
-from brainviz.attribution import Attribution, attribute, decoder_objective, role_recovery_auc
+from brainviz.attribution import Attribution, InputCovariance, attribute, decoder_objective, role_recovery_auc
 from pipelines.models.brainnrds import FlowDecoder, FlowDecoderConfig
 from pipelines.models.mind_animator import (
     ConsistencyMotionGenerator,
@@ -63,6 +63,38 @@ def test_completeness_holds_for_a_smooth_nonlinear_objective():
         gap = (objective(torch.as_tensor(x, dtype=torch.float32)) - objective(torch.zeros(2, V))).numpy()
     np.testing.assert_allclose(fine.values.sum(axis=1) - gap, fine.delta, atol=1e-5)
     assert np.abs(fine.delta).max() < 1e-3 < np.abs(coarse.delta).max()
+
+
+def test_pattern_of_a_linear_objective_is_the_covariance_times_the_weight():
+    """Haufe's activation pattern Σw, with Σ from numpy's covariance of the training inputs."""
+    w, train = RNG.standard_normal(V), RNG.standard_normal((50, V)) @ RNG.standard_normal((V, V))
+    result = attribute(linear_objective(w), RNG.standard_normal((3, V)), "pattern", covariance=InputCovariance(train))
+    expected = np.cov(train, rowvar=False) @ w
+    np.testing.assert_allclose(result.values, np.broadcast_to(expected, (3, V)), rtol=1e-4, atol=1e-4)
+    assert result.delta is None and result.method == "pattern"
+
+
+def test_pattern_finds_the_signal_voxel_where_the_weights_do_not():
+    """Haufe et al. 2014, fig. 1: voxel 0 = signal + noise, voxel 1 = the same noise alone. The optimal decoder
+    (1, −1) weighs both equally; the pattern puts the signal on voxel 0 only."""
+    signal, noise = RNG.standard_normal(20_000), RNG.standard_normal(20_000)
+    train = np.stack([signal + noise, noise], axis=1)
+    x = train[:4]
+    saliency = attribute(linear_objective(np.array([1.0, -1.0])), x, "saliency")
+    pattern = attribute(linear_objective(np.array([1.0, -1.0])), x, "pattern", covariance=InputCovariance(train))
+    np.testing.assert_allclose(saliency.values, 1.0)
+    np.testing.assert_allclose(pattern.values[:, 0], signal.var(ddof=1), rtol=0.05)
+    np.testing.assert_allclose(pattern.values[:, 1], 0.0, atol=0.05)
+
+
+def test_pattern_of_a_window_uses_the_window_covariance():
+    train = RNG.standard_normal((30, 2, 5))
+    w = RNG.standard_normal((2, 5))
+    result = attribute(
+        linear_objective(w), RNG.standard_normal((2, 2, 5)), "pattern", covariance=InputCovariance(train)
+    )
+    expected = (np.cov(train.reshape(30, -1), rowvar=False) @ w.ravel()).reshape(2, 5)
+    np.testing.assert_allclose(result.values[1], expected, rtol=1e-4, atol=1e-5)
 
 
 def test_voxel_map_sums_a_window_over_trs():
@@ -210,6 +242,16 @@ def test_errors():
         attribute(linear_objective(w), np.zeros(V))
     with pytest.raises(ValueError, match="n_steps: expected a positive integer"):
         attribute(linear_objective(w), np.zeros((1, V)), "integrated_gradients", n_steps=0)
+    with pytest.raises(ValueError, match=r"pattern: expected the training inputs' covariance .* got None"):
+        attribute(linear_objective(w), np.zeros((1, V)), "pattern")
+    with pytest.raises(ValueError, match=r"pattern: expected .* of shape \(24,\), got one of shape \(3,\)"):
+        attribute(linear_objective(w), np.zeros((1, V)), "pattern", covariance=InputCovariance(np.eye(3)))
+    with pytest.raises(ValueError, match=r"covariance inputs: expected finite training inputs .* got shape \(1, 24\)"):
+        InputCovariance(np.zeros((1, V)))
+    with pytest.raises(ValueError, match="with NaN or inf"):
+        InputCovariance(np.full((3, V), np.nan))
+    with pytest.raises(ValueError, match=r"gradients: expected shape \(batch, 3\) .* got \(2, 4\)"):
+        InputCovariance(np.eye(3)).apply(np.zeros((2, 4)))
     x, ref, first = case("flow")
     with pytest.raises(ValueError, match="flow: expected the clips' first frames"):
         decoder_objective("flow", tiny_models()["flow"], ref)
