@@ -35,10 +35,11 @@ class EvaluationBackbones:
     frame_classifier: Classifier | None = None
     video_classifier: Classifier | None = None
     raft: FlowEstimator | None = None
+    vifi: ImageTextEncoder | None = None  # the VIFI score's video-CLIP (full: ViFi-CLIP; demo: the demo CLIP)
 
     def names(self) -> dict[str, str]:
         """Which weights each role has (for ``summary["backbones"]``)."""
-        roles = ("clip", "frame_classifier", "video_classifier", "raft")
+        roles = ("clip", "frame_classifier", "video_classifier", "raft", "vifi")
         return {role: getattr(self, role).name for role in roles if getattr(self, role) is not None}
 
 
@@ -47,6 +48,8 @@ def needed_roles(protocol: Protocol) -> list[str]:
     roles = []
     if any(m in protocol.metrics for m in EMBEDDING_METRICS):
         roles.append("clip")
+    if "vifi" in protocol.metrics or ("clip_pcc" in protocol.metrics and protocol.clip_pcc == "adjacent"):
+        roles.append("vifi")  # the score itself, or the gate of adjacent CLIP-PCC
     levels = {level for _, _, level in protocol.n_way()}
     roles += [f"{level}_classifier" for level in ("frame", "video") if level in levels]
     if "epe" in protocol.metrics and protocol.flow == "raft":
@@ -58,7 +61,12 @@ def load_evaluation_backbones(
     protocol: Protocol, tier: str = "demo", backbones_dir: str | Path | None = None, device: str = "cpu"
 ) -> EvaluationBackbones:
     """Load the backbones ``protocol`` needs from ``tier`` (see ``load_backbone`` for the errors)."""
-    roles = {role: load_backbone(role, tier, backbones_dir, device) for role in needed_roles(protocol)}
+    roles: dict[str, Any] = {}
+    for role in needed_roles(protocol):
+        if role == "vifi" and tier == "demo" and "clip" in roles:
+            roles[role] = roles["clip"]  # the demo tier's VIFI model is its CLIP: load it once
+        else:
+            roles[role] = load_backbone(role, tier, backbones_dir, device)
     return EvaluationBackbones(tier=tier, **roles)
 
 
@@ -126,11 +134,18 @@ def measure(
         out["hue_pcc"] = metrics.hue_similarity(predicted, target, protocol.hue)
     if wanted & set(EMBEDDING_METRICS):
         e_pred, e_target = _embed(backbones.clip, predicted), _embed(backbones.clip, target)
-        vifi = metrics.video_cosine(e_pred, e_target)
+        video_cos = metrics.video_cosine(e_pred, e_target)
+        vifi = video_cos  # the demo tier's VIFI: frame-averaged CLIP, the same model
+        if (
+            backbones.vifi is not None
+            and backbones.vifi is not backbones.clip
+            and backbones.vifi.name != backbones.clip.name
+        ):
+            vifi = metrics.video_cosine(_embed(backbones.vifi, predicted), _embed(backbones.vifi, target))
         if "vifi" in wanted:
             out["vifi"] = vifi
         if "video_cos" in wanted:
-            out["video_cos"] = vifi
+            out["video_cos"] = video_cos
         if "clip_cos" in wanted:
             out["clip_cos"] = metrics.frame_cosine(e_pred, e_target)
         if "clip_pcc" in wanted:

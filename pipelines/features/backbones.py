@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-ROLES = ("clip", "vae", "unet", "raft", "frame_classifier", "video_classifier")
+ROLES = ("clip", "vae", "unet", "raft", "frame_classifier", "video_classifier", "vifi")
 TIERS = ("full", "demo")
 RAFT_MIN_SIZE = 128  # torchvision RAFT needs feature maps of at least 16 x 16 at 1/8 resolution
 
@@ -62,6 +62,7 @@ class ImageTextEncoder:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     name: str  # identifies the weights in feature caches, e.g. "full:ViT-B-32/openai"
+    resize_size: int | None = None  # if set: resize to this square size, then centre-crop image_size (ViFi-CLIP)
 
     @property
     def device(self) -> torch.device:
@@ -75,9 +76,11 @@ class ImageTextEncoder:
     def encode_image(self, frames: np.ndarray) -> np.ndarray:
         """L2-normalised image embeddings: array of shape (n_frames, embed_dim), float32."""
         x = to_tensor(check_frames(frames), self.device)
-        x = F.interpolate(
-            x, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False, antialias=True
-        )
+        size = self.resize_size or self.image_size
+        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+        if size != self.image_size:  # centre crop
+            top = (size - self.image_size) // 2
+            x = x[..., top : top + self.image_size, top : top + self.image_size]
         mean = torch.tensor(self.mean, device=x.device)[:, None, None]
         std = torch.tensor(self.std, device=x.device)[:, None, None]
         return F.normalize(self.model.encode_image((x.clamp(0, 1) - mean) / std), dim=-1).float().cpu().numpy()

@@ -305,4 +305,5 @@ LOADERS = {
     "raft": load_raft,
     "frame_classifier": load_frame_classifier,
     "video_classifier": load_video_classifier,
+    "vifi": load_clip,  # the demo tier's VIFI is the demo CLIP, frame-averaged (issue #6); the full tier has ViFi-CLIP
 }

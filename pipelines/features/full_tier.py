@@ -137,6 +137,25 @@ class VideoClassifierSource:
 
 
 @dataclass(frozen=True)
+class VifiSource:
+    """The ``vifi`` role: ViFi-CLIP's image tower (a fully fine-tuned CLIP), read from its released checkpoint.
+
+    ViFi-CLIP's weights are not on a model hub: the checkpoint file is downloaded from the authors' model zoo and
+    placed at ``$<checkpoint_env>`` or under the torch cache (``<torch hub dir>/mindreel/<checkpoint>``).
+    """
+
+    arch: str  # open_clip built-in model config of the tower, e.g. "ViT-B-16"
+    quick_gelu: bool  # OpenAI CLIP's activation, which ViFi-CLIP keeps
+    checkpoint: str  # file name of the released checkpoint
+    checkpoint_env: str  # environment variable that may hold the checkpoint's path
+    source_url: str  # where to download it
+    resize_size: int  # square resize before the centre crop (the published test pipeline)
+    image_size: int  # centre-crop size
+    mean: tuple[float, float, float]  # per-channel normalisation of [0, 1] RGB
+    std: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
 class CaptionerSource:
     """Hub source of the captioner (BLIP-2) and the tiny architecture that stands in for it with random weights."""
 
@@ -160,6 +179,7 @@ class FullTierRegistry:
     raft: RaftSource
     frame_classifier: FrameClassifierSource
     video_classifier: VideoClassifierSource
+    vifi: VifiSource
     captioner: CaptionerSource
 
 
@@ -550,6 +570,97 @@ def load_clip(device: str = "cpu", pretrained: bool = True) -> ImageTextEncoder:
     )
 
 
+def vifi_checkpoint_path(src: VifiSource | None = None) -> Path:
+    """Where :func:`load_vifi` looks for ViFi-CLIP's checkpoint: ``$<checkpoint_env>``, else the torch cache."""
+    import torch.hub
+
+    src = src or load_registry().vifi
+    return Path(os.environ.get(src.checkpoint_env) or Path(torch.hub.get_dir()) / "mindreel" / src.checkpoint)
+
+
+def vifi_image_state(checkpoint: Any, path: str | Path = "checkpoint") -> dict[str, torch.Tensor]:
+    """The image tower's weights out of a ViFi-CLIP checkpoint, with open_clip's ``visual`` key names.
+
+    ViFi-CLIP saves ``{"model": ViFiCLIP.state_dict(), ...}``; its ``image_encoder`` is OpenAI CLIP's
+    ``VisionTransformer``, whose parameter names open_clip's ``visual`` tower shares. A ``module.`` prefix (saved
+    from DistributedDataParallel) is dropped. A bare state dict is accepted too.
+
+    Raises
+    ------
+    ValueError
+        If no ``image_encoder.`` weights are found.
+    """
+    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(
+            f"{path}: expected a ViFi-CLIP checkpoint (a dict with a 'model' state dict), got {type(checkpoint).__name__}."
+        )
+    out = {}
+    for key, value in state.items():
+        key = key.removeprefix("module.")
+        if key.startswith("image_encoder."):
+            out[key.removeprefix("image_encoder.")] = value
+    if not out:
+        raise ValueError(
+            f"{path}: expected ViFi-CLIP weights named 'image_encoder.*' (ViFiCLIP.image_encoder), found none among "
+            f"{len(state)} keys (e.g. {sorted(state)[:3]})."
+        )
+    return out
+
+
+def load_vifi(device: str = "cpu", pretrained: bool = True) -> ImageTextEncoder:
+    """ViFi-CLIP ViT-B/16 (Rasheed et al. 2023, fine-tuned on Kinetics-400): the VIFI score's model (reference A.6).
+
+    Only the image tower is used (video feature = mean of frame features). The text tower stays OpenAI CLIP's
+    architecture with random weights: the VIFI score never reads it. Frames are resized to 256 × 256 and centre-
+    cropped to 224 with ImageNet normalisation, as the published test pipeline does.
+
+    Raises
+    ------
+    BackboneUnavailableError
+        If ``pretrained`` and the checkpoint is not at :func:`vifi_checkpoint_path`, or cannot be read as tensors.
+    ValueError
+        If the checkpoint's image weights do not fit the architecture.
+    """
+    import open_clip
+
+    src = load_registry().vifi
+    path = vifi_checkpoint_path(src)
+    if pretrained and not path.is_file():
+        raise BackboneUnavailableError(
+            f"vifi: cannot load the full-tier weights ViFi-CLIP {src.arch} ({src.checkpoint}): no file at {path}. "
+            f"To get them, download {src.checkpoint} from {src.source_url} (ViFi-CLIP's model zoo) on a machine "
+            f"with network access, copy it to {path} or set {src.checkpoint_env} to its path; or use tier demo."
+        )
+    model = open_clip.create_model(src.arch, pretrained=None, force_quick_gelu=src.quick_gelu, device="cpu")
+    name = f"full:ViFi-CLIP-{src.arch}/{Path(src.checkpoint).stem if pretrained else 'random'}"
+    if pretrained:
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - pickle errors have no common type; the message names it
+            raise BackboneUnavailableError(
+                f"vifi: cannot read {path} as tensors only ({type(err).__name__}: {str(err).splitlines()[0][:200]}). "
+                f"If the file holds more than weights (a training config), extract the state dict once from a copy "
+                f"you trust: python -c \"import torch; c = torch.load('{path}', weights_only=False); "
+                f"torch.save(c['model'], '{path}.weights.pt')\" and point {src.checkpoint_env} to the new file."
+            ) from err
+        missing, unexpected = model.visual.load_state_dict(vifi_image_state(checkpoint, path), strict=False)
+        if missing or unexpected:
+            raise ValueError(
+                f"{path}: expected the image tower of {src.arch} (open_clip names), got {len(missing)} missing "
+                f"(e.g. {missing[:3]}) and {len(unexpected)} unexpected (e.g. {unexpected[:3]}) weights."
+            )
+    return ImageTextEncoder(
+        model=model.to(device).eval(),
+        tokenizer=open_clip.get_tokenizer(src.arch),
+        image_size=src.image_size,
+        mean=src.mean,
+        std=src.std,
+        name=name,
+        resize_size=src.resize_size,
+    )
+
+
 def _cached_hub_file(repo_id: str, filenames: tuple[str, ...]) -> str | None:
     """Path of the first of ``filenames`` in the Hugging Face cache, or None."""
     from huggingface_hub import try_to_load_from_cache
@@ -744,6 +855,7 @@ LOADERS: dict[str, Callable[..., Any]] = {
     "raft": load_raft,
     "frame_classifier": load_frame_classifier,
     "video_classifier": load_video_classifier,
+    "vifi": load_vifi,
     "captioner": load_captioner,
 }
 

@@ -61,7 +61,8 @@ def videos(n_clips=4, n_frames=6, size=24, seed=0):
 
 
 def backbones(**kwargs):
-    roles = {"clip": MeanColour(), "frame_classifier": ColourClassifier(), "video_classifier": ColourClassifier()}
+    clip = MeanColour()  # VIFI's model is the CLIP here, as in the demo tier
+    roles = {"clip": clip, "vifi": clip, "frame_classifier": ColourClassifier(), "video_classifier": ColourClassifier()}
     return EvaluationBackbones(tier="test", **{**roles, **kwargs})
 
 
@@ -144,7 +145,7 @@ def test_batching_does_not_change_the_results():
 
 
 def test_needed_roles():
-    assert needed_roles(load_protocol("mind-animator")) == ["clip", "frame_classifier", "video_classifier"]
+    assert needed_roles(load_protocol("mind-animator")) == ["clip", "vifi", "frame_classifier", "video_classifier"]
     assert needed_roles(load_protocol("brainnrds")) == ["clip", "raft"]
     assert needed_roles(load_protocol("mindvideo", ["metrics=[ssim]"])) == []
 

@@ -74,7 +74,7 @@ def test_evaluate_references_ceiling_and_chance(tiny_twin, tiny_backbones, proto
     assert shuffled["ssim"]["mean"] < static["ssim"]["mean"] < 1.0
     assert static["clip_pcc"]["mean"] == pytest.approx(1.0, abs=1e-6)  # one frame repeated: all pairs identical
     assert identity["2way_i"]["mean"] is None  # the tiny classifier has 3 classes: 2-way needs 4
-    assert set(block["backbones"]) == {"clip", "frame_classifier"}
+    assert set(block["backbones"]) == {"clip", "vifi", "frame_classifier"}
     table = markdown(results)
     assert table.startswith("Simulated subject (not human data).") and "2way_i (chance 0.750)" in table
     assert "| identity | 1.000 ± 0.000 | 100.000 ± 0.000 |" in table and "n/a" in table

@@ -76,3 +76,29 @@ def test_dispatch_errors():
         load_backbone("clip", "huge")
     with pytest.raises(ValueError, match="backbones_dir: the demo tier reads trained models from a folder; got None"):
         load_backbone("clip", "demo")
+
+
+def test_image_text_encoder_centre_crops_after_resizing_when_asked():
+    """Resize to 16 (the frames' size) then an 8-px centre crop: a 4-px border never reaches the model."""
+    from pipelines.features.backbones import ImageTextEncoder
+
+    class MeanPixel(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.seen = None
+            self.scale = torch.nn.Parameter(torch.ones(()))
+
+        def encode_image(self, x):
+            self.seen = tuple(x.shape)
+            return x.mean(dim=(2, 3)) * self.scale + 1.0
+
+    frames = np.full((1, 16, 16, 3), 100, np.uint8)
+    bordered = frames.copy()
+    for edge in (np.s_[:, :4], np.s_[:, -4:], np.s_[:, :, :4], np.s_[:, :, -4:]):
+        bordered[edge] = (255, 0, 0)  # a red border: the (L2-normalised) embedding's direction would change
+    model = MeanPixel()
+    encoder = ImageTextEncoder(model, None, image_size=8, mean=(0, 0, 0), std=(1, 1, 1), name="t", resize_size=16)
+    np.testing.assert_allclose(encoder.encode_image(bordered), encoder.encode_image(frames), atol=1e-6)
+    assert model.seen == (1, 3, 8, 8)
+    plain = ImageTextEncoder(model, None, image_size=8, mean=(0, 0, 0), std=(1, 1, 1), name="t")
+    assert not np.allclose(plain.encode_image(bordered), plain.encode_image(frames))

@@ -357,3 +357,71 @@ def test_video_classifier_random():
     logits = classifier.logits(videos)
     assert logits.shape == (1, 400) and logits.dtype == np.float32
     del classifier
+
+
+# ------------------------------------------------------------------------------------------------- ViFi-CLIP (vifi)
+
+
+class NotATensor:
+    """Stands in for the training config some checkpoints pickle beside the weights."""
+
+
+def test_vifi_without_its_checkpoint_names_the_file_the_variable_and_the_source(monkeypatch, tmp_path):
+    monkeypatch.setenv("MINDREEL_VIFI_CHECKPOINT", str(tmp_path / "absent.pth"))
+    with pytest.raises(BackboneUnavailableError) as info:
+        full_tier.load("vifi")
+    message = str(info.value)
+    assert message.startswith("vifi: cannot load the full-tier weights ViFi-CLIP ViT-B-16")
+    assert f"no file at {tmp_path / 'absent.pth'}" in message and "MINDREEL_VIFI_CHECKPOINT" in message
+    assert "muzairkhattak/ViFi-CLIP" in message and message.endswith("or use tier demo.")
+    monkeypatch.delenv("MINDREEL_VIFI_CHECKPOINT")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    assert (
+        full_tier.vifi_checkpoint_path()
+        == tmp_path / "torch" / "hub" / "mindreel" / "k400_seed1_vifi_clip_base2novel.pth"
+    )
+
+
+def test_vifi_image_state_takes_the_image_encoder_out_of_a_vificlip_checkpoint():
+    w = torch.ones(2)
+    state = {"module.image_encoder.conv1.weight": w, "image_encoder.ln_post.bias": w, "text_encoder.x": w,
+             "prompt_learner.ctx": w}  # fmt: skip
+    assert set(full_tier.vifi_image_state({"model": state, "epoch": 3})) == {"conv1.weight", "ln_post.bias"}
+    assert set(full_tier.vifi_image_state(state)) == {"conv1.weight", "ln_post.bias"}  # a bare state dict
+    with pytest.raises(ValueError, match=r"f.pth: expected ViFi-CLIP weights named 'image_encoder\.\*'.*found none"):
+        full_tier.vifi_image_state({"model": {"text_encoder.x": w}}, "f.pth")
+    with pytest.raises(ValueError, match=r"f.pth: expected a ViFi-CLIP checkpoint .* got list"):
+        full_tier.vifi_image_state([w], "f.pth")
+
+
+@pytest.mark.slow
+def test_vifi_random_and_from_a_checkpoint_in_vificlip_layout(monkeypatch, tmp_path):
+    """ViT-B/16 with OpenAI's QuickGELU; a checkpoint saved as ViFi-CLIP saves it (DDP prefix, text and prompt
+    weights beside the image tower) loads into the image tower exactly; the frames are resized to 256, centre-cropped
+    to 224."""
+    encoder = full_tier.load_vifi(pretrained=False)
+    assert encoder.name == "full:ViFi-CLIP-ViT-B-16/random"
+    assert (encoder.resize_size, encoder.image_size, encoder.embed_dim) == (256, 224, 512)
+    assert encoder.model.visual.conv1.kernel_size == (16, 16)
+    assert isinstance(encoder.model.visual.transformer.resblocks[0].mlp.gelu, open_clip.transformer.QuickGELU)
+    generator = torch.Generator().manual_seed(0)
+    image = {k: torch.randn(v.shape, generator=generator) for k, v in encoder.model.visual.state_dict().items()}
+    model = {f"module.image_encoder.{k}": v.half() for k, v in image.items()}
+    model |= {"module.text_encoder.ln_final.weight": torch.ones(512), "module.prompt_learner.ctx": torch.zeros(2)}
+    path = tmp_path / "vifi.pth"
+    torch.save({"model": model, "epoch": 10}, path)
+    monkeypatch.setenv("MINDREEL_VIFI_CHECKPOINT", str(path))
+    del encoder
+    loaded = full_tier.load("vifi")
+    assert loaded.name == "full:ViFi-CLIP-ViT-B-16/k400_seed1_vifi_clip_base2novel"
+    for key, value in loaded.model.visual.state_dict().items():
+        torch.testing.assert_close(value, image[key].half().float())
+    embeddings = loaded.encode_image(FRAMES)
+    assert embeddings.shape == (2, 512)
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, rtol=1e-5)
+    torch.save({"model": {"image_encoder.conv1.weight": image["conv1.weight"]}}, path)  # a partial tower
+    with pytest.raises(ValueError, match=r"vifi.pth: expected the image tower of ViT-B-16 .* missing"):
+        full_tier.load("vifi")
+    torch.save({"model": model, "config": NotATensor()}, path)
+    with pytest.raises(BackboneUnavailableError, match=r"vifi: cannot read .*vifi.pth as tensors only"):
+        full_tier.load("vifi")
