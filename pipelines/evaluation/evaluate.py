@@ -38,6 +38,7 @@ import copy
 import hashlib
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,34 @@ def joint_baseline(pipeline: VideoReconstructionPipeline) -> VideoReconstruction
     conditioning = "fmri-encoder" if "fmri-encoder" in pipeline.decoders else "semantic"
     joint.config = replace(pipeline.config, start="noise", conditioning=conditioning)
     return joint
+
+
+def cached_measurement(
+    cache: Path | None, name: str, key: dict[str, Any], measure: Callable[[], tuple[dict, dict]]
+) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
+    """``measure()`` (a :func:`measure_protocol` call), kept as ``cache/<name>.json`` and reused when ``key`` matches.
+
+    The key names what the numbers depend on (the videos' cache key, the protocol, the backbones' weights), so an
+    interrupted evaluation resumes its measurements as it resumes its reconstructions, and a changed setting redoes
+    them. The file is written whole (to a temporary name, then renamed), so a crash never leaves half of one.
+    """
+    digest = config_hash(key)
+    path = None if cache is None else cache / f"{name}.json"
+    if path is not None and path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            saved = {}
+        if saved.get("key") == digest:
+            return saved["summary"], {m: np.asarray(v, np.float64) for m, v in saved["per_clip"].items()}
+    summary, per_clip = measure()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"key": digest, "summary": summary, "per_clip": {m: v.tolist() for m, v in per_clip.items()}}
+        partial = path.with_suffix(".json.partial")
+        partial.write_text(json.dumps(payload))
+        partial.replace(path)
+    return summary, per_clip
 
 
 def measure_protocol(
@@ -514,9 +543,12 @@ def evaluate_bundle(
             others["ridge"] = ridge_baseline(pipeline, fit_ridge_decoders(data, _flow_image_size(pipeline)))
     # 1. Reconstruct (each process its share of the batches when several run); the rest runs on the main process.
     videos = {c: reconstruct_condition(pipeline, fmri, c, batch_size, out / "videos", key, state) for c in conditions}
+    video_keys = dict.fromkeys(conditions, key)
     for name, other in others.items():
-        other_key = config_hash({"bundle": bundle_hash, "n": n, "config": asdict(other.config), "baseline": name})
-        videos[name] = reconstruct_condition(other, fmri, name, batch_size, out / "videos", other_key, state)
+        video_keys[name] = config_hash(
+            {"bundle": bundle_hash, "n": n, "config": asdict(other.config), "baseline": name}
+        )
+        videos[name] = reconstruct_condition(other, fmri, name, batch_size, out / "videos", video_keys[name], state)
     if not state.is_main_process:
         return {}
     # 2. Measure every protocol on the full pipeline; the decoders block, baselines, shuffle test and ablations under
@@ -530,11 +562,19 @@ def evaluate_bundle(
         "backbones": {name: models.names() for name, models in backbones.items()},
     }
     fps = pipeline.info.fps
+
+    def measured(condition: str, protocol: Protocol) -> tuple[dict, dict]:  # cached in OUT/metrics/ (resumes)
+        models = backbones[protocol.name]
+        key = {"videos": video_keys[condition], "condition": condition, "protocol": asdict(protocol),
+               "backbones": models.names(), "category": category is not None, "fps": fps}  # fmt: skip
+        return cached_measurement(
+            out / "metrics", f"{protocol.name}.{condition}", key,
+            lambda: measure_protocol(videos[condition].frames, target, fps, protocol, models, category),
+        )  # fmt: skip
+
     per_clip = {}
     for protocol in loaded:
-        results["protocols"][protocol.name], per_clip[protocol.name] = measure_protocol(
-            videos["full"].frames, target, fps, protocol, backbones[protocol.name], category
-        )
+        results["protocols"][protocol.name], per_clip[protocol.name] = measured("full", protocol)
     first = loaded[0]
     raft = load_backbone("raft", tier, backbones_dir) if clips.direction is not None else None
     results["decoders"] = decoder_scores(
@@ -543,8 +583,7 @@ def evaluate_bundle(
     if baselines:
         results["baselines"], results["baselines_protocol"] = {}, first.name
         for name in others:
-            summary, _ = measure_protocol(videos[name].frames, target, fps, first, backbones[first.name], category)
-            results["baselines"][name] = summary
+            results["baselines"][name], _ = measured(name, first)
         if data is None:
             results["baselines"]["ridge"] = {
                 "unavailable": "the ridge baseline is fitted on the training split: pass --data"
@@ -557,9 +596,7 @@ def evaluate_bundle(
         results["ablations"] = {"full": results["protocols"][first.name]}
         ablated = {"full": per_clip[first.name]}
         for condition in conditions[1:]:
-            results["ablations"][condition], ablated[condition] = measure_protocol(
-                videos[condition].frames, target, fps, first, backbones[first.name], category
-            )
+            results["ablations"][condition], ablated[condition] = measured(condition, first)
         results["ablation_tests"] = ablation_tests(ablated)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))

@@ -69,6 +69,39 @@ def test_cached_videos_are_reused_and_a_changed_setting_redoes_them(tiny_bundle,
         evaluate.reconstruct_condition(pipeline, fmri, "no_colour", 2)
 
 
+def test_measurements_are_cached_and_an_interrupted_run_resumes(
+    tiny_bundle, small_protocol, tiny_backbones, monkeypatch, tmp_path
+):
+    out = tmp_path / "eval"
+    argv = ["--bundle", str(tiny_bundle), "--protocol", str(small_protocol), "--backbones", str(tiny_backbones[0]),
+            "--limit", "3", "--ablations", "--baselines", "--out", str(out), "--batch-size", "3"]  # fmt: skip
+    calls = []
+    measure = evaluate.measure_protocol
+
+    def crash_on_the_second_ablation(predicted, *args, **kwargs):
+        calls.append(predicted.copy())
+        if len(calls) == 4:  # full, joint, no_semantic measured: crash on no_structure
+            raise KeyboardInterrupt
+        return measure(predicted, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "measure_protocol", crash_on_the_second_ablation)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate.main(argv)
+    assert {p.name for p in (out / "metrics").iterdir()} == {
+        f"mind-animator.{c}.json" for c in ("full", "joint", "no_semantic")
+    }
+    calls.clear()
+    monkeypatch.setattr(evaluate, "measure_protocol", lambda *a, **k: calls.append(1) or measure(*a, **k))
+    assert evaluate.main(argv) == 0
+    assert len(calls) == len(evaluate.CONDITIONS) - 2  # only the ablations the crash left unmeasured
+    first = json.loads((out / "results.json").read_text())
+    calls.clear()
+    assert evaluate.main(argv) == 0 and calls == []  # everything from the cache, with the same numbers
+    assert json.loads((out / "results.json").read_text()) == first
+    assert evaluate.main([*argv, "--set", "guidance_scale=2"]) == 0  # another setting: new videos, new numbers
+    assert len(calls) == len(evaluate.CONDITIONS) + 1
+
+
 def test_evaluate_errors(tiny_bundle, tiny_backbones, tmp_path, capsys):
     base = ["--backbones", str(tiny_backbones[0]), "--out", str(tmp_path)]
     assert evaluate.main(["--bundle", str(tmp_path / "none"), *base]) == 1
