@@ -63,7 +63,17 @@ BASELINES = ("joint", "ridge")  # reconstructed by another pipeline (joint_basel
 LOWER_IS_BETTER = {"epe"}
 
 
-def _bundle_hash(directory: Path) -> str:
+def write_json(path: Path, payload: Any, indent: int | None = None) -> Path:
+    """Write ``payload`` as JSON to a temporary name, then rename it: a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(path.suffix + ".partial")
+    partial.write_text(json.dumps(payload, indent=indent))
+    partial.replace(path)
+    return path
+
+
+def bundle_hash(directory: Path) -> str:
+    """A short hash of a bundle's JSON and safetensors files (names, sizes, first MiB): the caches' key."""
     digest = hashlib.sha256()
     for path in sorted(directory.rglob("*")):
         if path.is_file() and path.suffix in {".json", ".safetensors"}:
@@ -193,11 +203,7 @@ def cached_measurement(
             return saved["summary"], {m: np.asarray(v, np.float64) for m, v in saved["per_clip"].items()}
     summary, per_clip = measure()
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"key": digest, "summary": summary, "per_clip": {m: v.tolist() for m, v in per_clip.items()}}
-        partial = path.with_suffix(".json.partial")
-        partial.write_text(json.dumps(payload))
-        partial.replace(path)
+        write_json(path, {"key": digest, "summary": summary, "per_clip": {m: v.tolist() for m, v in per_clip.items()}})
     return summary, per_clip
 
 
@@ -531,8 +537,8 @@ def evaluate_bundle(
         )
     loaded = [load_protocol(name) for name in protocols]
     backbones = {p.name: load_evaluation_backbones(p, tier, backbones_dir) for p in loaded}
-    bundle_hash = _bundle_hash(bundle)
-    key = config_hash({"bundle": bundle_hash, "n": n, "config": asdict(pipeline.config)})
+    bundle_key = bundle_hash(bundle)
+    key = config_hash({"bundle": bundle_key, "n": n, "config": asdict(pipeline.config)})
     clips = _first(clips, n)
     fmri, target, category = clips.fmri, clips.frames, clips.category
     conditions = CONDITIONS if ablations else ("full",)
@@ -545,9 +551,7 @@ def evaluate_bundle(
     videos = {c: reconstruct_condition(pipeline, fmri, c, batch_size, out / "videos", key, state) for c in conditions}
     video_keys = dict.fromkeys(conditions, key)
     for name, other in others.items():
-        video_keys[name] = config_hash(
-            {"bundle": bundle_hash, "n": n, "config": asdict(other.config), "baseline": name}
-        )
+        video_keys[name] = config_hash({"bundle": bundle_key, "n": n, "config": asdict(other.config), "baseline": name})
         videos[name] = reconstruct_condition(other, fmri, name, batch_size, out / "videos", video_keys[name], state)
     if not state.is_main_process:
         return {}

@@ -136,11 +136,7 @@ def measure(
         e_pred, e_target = _embed(backbones.clip, predicted), _embed(backbones.clip, target)
         video_cos = metrics.video_cosine(e_pred, e_target)
         vifi = video_cos  # the demo tier's VIFI: frame-averaged CLIP, the same model
-        if (
-            backbones.vifi is not None
-            and backbones.vifi is not backbones.clip
-            and backbones.vifi.name != backbones.clip.name
-        ):
+        if backbones.vifi is not None and backbones.vifi.name != backbones.clip.name:  # the full tier's ViFi-CLIP
             vifi = metrics.video_cosine(_embed(backbones.vifi, predicted), _embed(backbones.vifi, target))
         if "vifi" in wanted:
             out["vifi"] = vifi

@@ -30,7 +30,13 @@ from typing import Any
 import numpy as np
 
 from pipelines.config import config_hash, from_dict
-from pipelines.evaluation.evaluate import LOWER_IS_BETTER, _bundle_hash, measure_protocol, reconstruct_condition
+from pipelines.evaluation.evaluate import (
+    LOWER_IS_BETTER,
+    bundle_hash,
+    measure_protocol,
+    reconstruct_condition,
+    write_json,
+)
 from pipelines.evaluation.harness import load_evaluation_backbones
 from pipelines.evaluation.protocols import PROTOCOLS, load_protocol
 from pipelines.reconstruct import BUNDLE_JSON, BundleClips, ReconstructionConfig, VideoReconstructionPipeline
@@ -152,12 +158,12 @@ def tune_bundle(
     pipeline = VideoReconstructionPipeline.from_pretrained(bundle)
     loaded = load_protocol(protocol)
     backbones = load_evaluation_backbones(loaded, tier, backbones_dir)
-    bundle_hash = _bundle_hash(bundle)
+    bundle_key = bundle_hash(bundle)
     base = pipeline.config
     scores = []
     for point in grid_points(grid):
         pipeline.config = replace(base, **point)
-        key = config_hash({"bundle": bundle_hash, "split": split, "n": len(clips), "config": asdict(pipeline.config)})
+        key = config_hash({"bundle": bundle_key, "split": split, "n": len(clips), "config": asdict(pipeline.config)})
         name = config_hash(point)
         video = reconstruct_condition(pipeline, clips.fmri, "full", batch_size, out / "videos" / name, key).frames
         summary, _ = measure_protocol(video, clips.frames, pipeline.info.fps, loaded, backbones, clips.category)
@@ -202,10 +208,7 @@ def write_tuning(bundle: str | Path, record: dict) -> Path:
             for s in record["scores"]
         ],
     }
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2))
-    tmp.replace(path)
-    return path
+    return write_json(path, manifest, indent=2)
 
 
 def main(argv: list[str] | None = None) -> int:
