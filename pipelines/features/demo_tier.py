@@ -48,29 +48,56 @@ CLIP_MODEL_NAME = "mindreel-demo-clip"
 
 @dataclass(frozen=True)
 class DemoClipConfig:
-    """A small open_clip model (registered as a custom open_clip config)."""
+    """A small open_clip model (registered as a custom open_clip config).
+
+    The image tower is a ViT (``vision_tower: vit``, open_clip's default and the demo preset's) or open_clip's
+    ``ModifiedResNet`` (``resnet``, the tower of CLIP's RN50 family, here with ``resnet_layers`` bottleneck blocks per
+    stage and stem width ``resnet_width``), whose convolutions need fewer clips to learn the objects' shapes
+    (README, "Demo backbones": the category-swap test).
+    """
 
     embed_dim: int = 128  # joint embedding size
     image_size: int = 64  # input frames are resized to this
+    vision_tower: str = "vit"  # "vit" or "resnet"
     vision_layers: int = 4  # ViT blocks
     vision_width: int = 192  # ViT width
     patch_size: int = 8  # ViT patch
     vision_head_width: int = 64  # channels per ViT attention head (heads = vision_width / this)
+    resnet_layers: tuple[int, ...] = (1, 1, 1, 1)  # ResNet bottleneck blocks in each of its 4 stages
+    resnet_width: int = 32  # ResNet stem width (stage widths 4x, 8x, 16x, 32x it)
     context_length: int = 32  # text tokens (captions are short)
     text_width: int = 128  # text transformer width (= the renderer's cross-attention dim)
     text_heads: int = 4  # text attention heads
     text_layers: int = 2  # text transformer blocks
 
+    def __post_init__(self) -> None:
+        if self.vision_tower not in ("vit", "resnet"):
+            raise ValueError(f"DemoClipConfig.vision_tower: expected 'vit' or 'resnet', got {self.vision_tower!r}.")
+        if self.vision_tower == "resnet":
+            if len(self.resnet_layers) != 4 or min(self.resnet_layers) < 1:
+                raise ValueError(
+                    f"DemoClipConfig.resnet_layers: expected 4 positive block counts, got {list(self.resnet_layers)}."
+                )
+            if self.image_size % 32:
+                raise ValueError(
+                    f"DemoClipConfig.image_size: expected a multiple of 32 for the ResNet tower (it downsamples 32x), "
+                    f"got {self.image_size}."
+                )
+
     def open_clip_config(self) -> dict:
-        return {
-            "embed_dim": self.embed_dim,
-            "vision_cfg": {
+        if self.vision_tower == "resnet":
+            vision = {"image_size": self.image_size, "layers": list(self.resnet_layers), "width": self.resnet_width}
+        else:
+            vision = {
                 "image_size": self.image_size,
                 "layers": self.vision_layers,
                 "width": self.vision_width,
                 "patch_size": self.patch_size,
                 "head_width": self.vision_head_width,
-            },
+            }
+        return {
+            "embed_dim": self.embed_dim,
+            "vision_cfg": vision,
             "text_cfg": {
                 "context_length": self.context_length,
                 "vocab_size": 49408,
@@ -200,7 +227,7 @@ def save_raft(model: torch.nn.Module, config: DemoRaftConfig, directory: str | P
 # --- load -------------------------------------------------------------------------------------------------------
 
 
-def _weights_id(directory: Path) -> str:
+def weights_id(directory: Path) -> str:
     """Short hash of a folder's weight files: the backbone's identity in feature caches."""
     digest = hashlib.sha256()
     for path in sorted(directory.glob("*.safetensors")):
@@ -241,23 +268,21 @@ def load_clip(backbones_dir: str | Path, device: str = "cpu") -> ImageTextEncode
         image_size=config.image_size,
         mean=OPENAI_MEAN,
         std=OPENAI_STD,
-        name=f"demo:clip:{_weights_id(path)}",
+        name=f"demo:clip:{weights_id(path)}",
     )
 
 
 def load_vae(backbones_dir: str | Path, device: str = "cpu") -> LatentAutoencoder:
     path = _role_dir(backbones_dir, "vae")
     model = AutoencoderKL.from_pretrained(path).to(device).eval()
-    return LatentAutoencoder(
-        model=model, image_size=int(model.config.sample_size), name=f"demo:vae:{_weights_id(path)}"
-    )
+    return LatentAutoencoder(model=model, image_size=int(model.config.sample_size), name=f"demo:vae:{weights_id(path)}")
 
 
 def load_renderer(backbones_dir: str | Path, device: str = "cpu") -> Renderer:
     path = _role_dir(backbones_dir, "unet")
     unet = UNet2DConditionModel.from_pretrained(path).to(device).eval()
     clip = load_clip(backbones_dir, device)
-    return Renderer(unet=unet, condition=clip.text_tokens, name=f"demo:unet:{_weights_id(path)}+{clip.name}")
+    return Renderer(unet=unet, condition=clip.text_tokens, name=f"demo:unet:{weights_id(path)}+{clip.name}")
 
 
 def load_raft(backbones_dir: str | Path, device: str = "cpu") -> FlowEstimator:
@@ -267,7 +292,7 @@ def load_raft(backbones_dir: str | Path, device: str = "cpu") -> FlowEstimator:
         raise ValueError(f"{path / 'config.json'}: expected arch 'raft_small', got {config.get('arch')!r}.")
     model = load_state(build_raft(), path, device)
     return FlowEstimator(
-        model=model, num_flow_updates=int(config["num_flow_updates"]), name=f"demo:raft:{_weights_id(path)}"
+        model=model, num_flow_updates=int(config["num_flow_updates"]), name=f"demo:raft:{weights_id(path)}"
     )
 
 
@@ -287,7 +312,7 @@ def _video_logits(model: FrameClassifier, videos: np.ndarray) -> torch.Tensor:
 def load_frame_classifier(backbones_dir: str | Path, device: str = "cpu") -> Classifier:
     path = _role_dir(backbones_dir, "frame_classifier")
     model = FrameClassifier.from_pretrained(path, device)
-    return Classifier(model, model.config.labels, _frame_logits, f"demo:frame_classifier:{_weights_id(path)}")
+    return Classifier(model, model.config.labels, _frame_logits, f"demo:frame_classifier:{weights_id(path)}")
 
 
 def load_video_classifier(backbones_dir: str | Path, device: str = "cpu") -> Classifier:

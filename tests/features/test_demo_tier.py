@@ -106,3 +106,38 @@ def test_missing_and_mismatched_folders(tiny_backbones, tmp_path):
         ValueError, match=r"(?s)clip/model.safetensors does not match the architecture in config.json.*size mismatch"
     ):
         load_backbone("clip", "demo", tmp_path)
+
+
+def test_clip_with_a_resnet_tower_builds_saves_and_loads(tmp_path):
+    config = demo_tier.DemoClipConfig(embed_dim=16, image_size=32, vision_tower="resnet", resnet_layers=(1, 1, 1, 1),
+                                      resnet_width=8, context_length=16, text_width=32, text_heads=2, text_layers=1)  # fmt: skip
+    torch.manual_seed(0)
+    model = demo_tier.build_clip(config)
+    assert type(model.visual).__name__ == "ModifiedResNet"
+    demo_tier.save_clip(model, config, tmp_path / "clip")
+    encoder = load_backbone("clip", "demo", tmp_path)
+    images = encoder.encode_image(FRAMES)
+    assert images.shape == (2, 16)
+    with torch.no_grad():
+        x = torch.nn.functional.interpolate(torch.from_numpy(FRAMES).permute(0, 3, 1, 2).float() / 255, size=(32, 32),
+                                            mode="bicubic", align_corners=False, antialias=True)  # fmt: skip
+        mean = torch.tensor(demo_tier.OPENAI_MEAN)[:, None, None]
+        std = torch.tensor(demo_tier.OPENAI_STD)[:, None, None]
+        ref = torch.nn.functional.normalize(model.eval().encode_image((x.clamp(0, 1) - mean) / std), dim=-1).numpy()
+    np.testing.assert_allclose(images, ref, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"vision_tower": "cnn"}, "vision_tower: expected 'vit' or 'resnet', got 'cnn'"),
+        ({"vision_tower": "resnet", "image_size": 40}, "image_size: expected a multiple of 32 .* got 40"),
+        (
+            {"vision_tower": "resnet", "resnet_layers": (1, 1, 1)},
+            r"resnet_layers: expected 4 positive .* got \[1, 1, 1\]",
+        ),
+    ],
+)
+def test_clip_config_errors(changes, match):
+    with pytest.raises(ValueError, match=match):
+        demo_tier.DemoClipConfig(**changes)

@@ -40,6 +40,7 @@ __all__ = [
     "StimulusConfig",
     "load_backgrounds",
     "plan_run",
+    "swap_category",
 ]
 
 
@@ -757,6 +758,29 @@ def _plan_scene(
             }
         )
     return clips
+
+
+def swap_category(caption: str, category: str, other: str) -> str:
+    """The caption of the same clip with another object category (and that category's motion verb).
+
+    A hard negative for contrastive training (NegCLIP; Yuksekgonul et al. 2023, ICLR): "a red ball bouncing to the
+    left in front of grass, ..." with ``other="star"`` becomes "a red star spinning to the left in front of grass,
+    ...". Colour, direction, background and camera stay.
+
+    Raises
+    ------
+    ValueError
+        If either category is unknown, they are equal, or the caption does not name ``category`` with its verb.
+    """
+    for name, value in (("category", category), ("other", other)):
+        if value not in _MOTIONS:
+            raise ValueError(f"swap_category: {name} expected one of {list(CATEGORIES)}, got {value!r}.")
+    if category == other:
+        raise ValueError(f"swap_category: expected another category than the caption's, got {other!r} twice.")
+    phrase = f" {category} {_MOTIONS[category].verb} "
+    if phrase not in caption:
+        raise ValueError(f"swap_category: expected the caption to contain {phrase.strip()!r}, got {caption!r}.")
+    return caption.replace(phrase, f" {other} {_MOTIONS[other].verb} ", 1)
 
 
 def plan_run(n_clips: int, config: StimulusConfig, rng: np.random.Generator) -> list[dict]:

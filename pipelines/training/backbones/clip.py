@@ -5,9 +5,16 @@ clip, so every frame of it is a positive). Loss: open_clip's own ``ClipLoss`` (s
 with the learnable temperature clamped at 100, as open_clip's training script does. No horizontal flips: captions
 say "to the left". A batch never holds two clips with the same caption text, which would be false negatives.
 
+Hard negatives (``hard_negatives=True``; BackboneTrainingConfig ``clip_hard_negatives``): each pair also brings its
+caption with the object category swapped for a random other one (:func:`pipelines.data.twin.stimuli.swap_category`),
+which the frame must rank below its own caption, as NegCLIP does (Yuksekgonul et al. 2023, ICLR). Without them a
+batch's captions differ in colour and background before they differ in the object, and the model never needs to
+see the object's shape (README, "Demo backbones": the category-swap test).
+
 Metric: frame → caption retrieval. The middle frame of each clip ranks ``n_candidates`` captions: its own and
 ``n_candidates − 1`` distinct other caption texts of the same split, drawn with a fixed seed. Checkpoints are
-selected on 1 − top-1 of the validation split; the reported numbers (top-1, top-5, chance) come from the test split.
+selected on 1 − top-1 of the validation split; the reported numbers (top-1, top-5, chance) come from the test split,
+with the category-swap accuracy: the middle frame's best of its caption with each of the categories put in.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 
+from pipelines.data.twin.stimuli import swap_category
 from pipelines.features import demo_tier
 from pipelines.features.backbones import ImageTextEncoder, load_backbone, to_tensor
 from pipelines.models.io import meta_matches
@@ -42,8 +50,13 @@ def _normalised(frames: np.ndarray, image_size: int, device: torch.device | str 
 
 
 def caption_batches(
-    frames: np.ndarray, captions: np.ndarray, config: demo_tier.DemoClipConfig, batch_size: int
-) -> Callable[[np.random.Generator], tuple[torch.Tensor, torch.Tensor]]:
+    frames: np.ndarray,
+    captions: np.ndarray,
+    config: demo_tier.DemoClipConfig,
+    batch_size: int,
+    categories: np.ndarray | None = None,
+    vocabulary: tuple[str, ...] = (),
+) -> Callable[[np.random.Generator], tuple[torch.Tensor, ...]]:
     """A batch sampler of (frame, caption) pairs with no caption text twice in a batch.
 
     Parameters
@@ -54,35 +67,62 @@ def caption_batches(
         Image size and context length of the model.
     batch_size : int
         Pairs per batch; at most the number of distinct caption texts.
+    categories : array of shape (n_clips,), int, optional
+        Each clip's object category (index into ``vocabulary``): adds one hard negative per pair, the caption with
+        another category drawn at random.
+    vocabulary : tuple of str
+        Category names (at least 2 when ``categories`` is given).
 
     Returns
     -------
     callable
-        rng → (images, tokens): tensors of shape (batch_size, 3, image_size, image_size), float32, normalised with
-        the OpenAI mean and std, and (batch_size, context_length), int64.
+        rng → (images, tokens) or, with ``categories``, (images, tokens, negatives): tensors of shape (batch_size,
+        3, image_size, image_size), float32, normalised with the OpenAI mean and std, and (batch_size,
+        context_length), int64, twice.
     """
+    if categories is not None and len(vocabulary) < 2:
+        raise ValueError(f"vocabulary: expected at least 2 category names for hard negatives, got {list(vocabulary)}.")
     text_ids = np.unique(captions, return_inverse=True)[1]
     tokenizer = demo_tier.clip_tokenizer(config)
 
-    def sample(rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
         order = rng.permutation(len(captions))
         _, first = np.unique(text_ids[order], return_index=True)  # first clip of each caption text in this order
         clips = order[np.sort(first)[:batch_size]]
         frame = rng.integers(frames.shape[1], size=len(clips))
-        return _normalised(frames[clips, frame], config.image_size), tokenizer(captions[clips].tolist())
+        batch = (_normalised(frames[clips, frame], config.image_size), tokenizer(captions[clips].tolist()))
+        if categories is None:
+            return batch
+        own = categories[clips]
+        other = (own + 1 + rng.integers(len(vocabulary) - 1, size=len(clips))) % len(vocabulary)  # never the own
+        negatives = [
+            swap_category(captions[c], vocabulary[a], vocabulary[b]) for c, a, b in zip(clips, own, other, strict=True)
+        ]
+        return (*batch, tokenizer(negatives))
 
     return sample
 
 
-def clip_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """open_clip's ClipLoss of an open_clip CLIP on (images, tokens); clamps the temperature first."""
+def clip_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """open_clip's ClipLoss of an open_clip CLIP on (images, tokens); clamps the temperature first.
+
+    With (images, tokens, negatives) each image ranks the batch's captions *and* the hard negatives (the
+    image → text cross-entropy has 2 × batch columns), while each caption still ranks the batch's images (NegCLIP).
+    Without negatives this is exactly open_clip's ClipLoss.
+    """
     with torch.no_grad():  # open_clip clamps after each optimiser step; before the next forward is the same
         model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
     device = model.logit_scale.device
-    images, tokens = (t.to(device) for t in batch)
+    images, tokens, *negatives = (t.to(device) for t in batch)
     image_features = model.encode_image(images, normalize=True)
-    text_features = model.encode_text(tokens, normalize=True)
-    return ClipLoss()(image_features, text_features, model.logit_scale.exp())
+    if not negatives:
+        text_features = model.encode_text(tokens, normalize=True)
+        return ClipLoss()(image_features, text_features, model.logit_scale.exp())
+    texts = model.encode_text(torch.cat([tokens, negatives[0]]), normalize=True)
+    scale, labels = model.logit_scale.exp(), torch.arange(len(images), device=device)
+    per_image = scale * image_features @ texts.T
+    per_text = scale * texts[: len(images)] @ image_features.T
+    return 0.5 * (F.cross_entropy(per_image, labels) + F.cross_entropy(per_text, labels))
 
 
 def draw_candidates(captions: np.ndarray, n_candidates: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -150,6 +190,35 @@ def retrieval_accuracy(
     return {"top1": float(np.mean(rank == 0)), "top5": float(np.mean(rank < 5))}
 
 
+def category_swap_accuracy(
+    encoder: ImageTextEncoder, frames: np.ndarray, captions: np.ndarray, categories: np.ndarray, vocabulary: tuple
+) -> float:
+    """How often a clip's middle frame prefers its own caption to the same caption with each other category.
+
+    Every clip ranks ``len(vocabulary)`` captions that differ only in the object (:func:`swap_category`), so only
+    the object's shape can decide; chance is ``1 / len(vocabulary)``. Ties count against the own caption.
+
+    Parameters
+    ----------
+    frames : array of shape (n_clips, n_frames, height, width, 3), uint8
+    captions : array of shape (n_clips,), str
+    categories : array of shape (n_clips,), int
+        Index of each clip's category in ``vocabulary``.
+    vocabulary : tuple of str
+    """
+    middle = frames[:, frames.shape[1] // 2]
+    images = np.concatenate(
+        [encoder.encode_image(middle[i : i + ENCODE_BATCH]) for i in range(0, len(middle), ENCODE_BATCH)]
+    )
+    correct = 0
+    for image, caption, own in zip(images, captions, categories, strict=True):
+        texts = [caption if k == own else swap_category(caption, vocabulary[own], name) for k, name in
+                 enumerate(vocabulary)]  # fmt: skip
+        score = encoder.encode_text(texts) @ image
+        correct += int((score >= score[own]).sum() == 1)
+    return correct / len(captions)
+
+
 def train_clip(
     data: BackboneData,
     arch: demo_tier.DemoBackbonesConfig,
@@ -157,6 +226,8 @@ def train_clip(
     backbones_dir: str | Path,
     workdir: str | Path,
     device: str = "cpu",
+    hard_negatives: bool = False,
+    corpus_runs: int = 0,
 ) -> dict:
     """Train the demo CLIP on training (frame, caption) pairs, select on validation retrieval, save it.
 
@@ -176,12 +247,18 @@ def train_clip(
         returns at once and leaves ``backbones_dir/clip`` as it is if it already holds that run's weights (so its
         ``meta.json`` keeps the training time).
     device : str
+    hard_negatives : bool
+        Add each caption with its category swapped as a negative (module docstring).
+    corpus_runs : int
+        Also train on this many simulated movies no subject saw (:meth:`BackboneData.corpus`); validation and test
+        stay the subject's.
 
     Returns
     -------
     dict
         ``data_key``, ``steps``, ``start_step`` (where this call began: ``steps`` if it only reloaded a finished
-        run), ``best_step``, ``best_score`` (1 − validation top-1), ``best_val_top1``, ``seconds`` (this call),
+        run), ``hard_negatives``, ``corpus_runs``, ``n_train_clips``, ``best_step``, ``best_score`` (1 − validation top-1), ``best_val_top1``,
+        ``seconds`` (this call),
         ``n_params`` and ``history`` (the loop's validation records).
 
     Raises
@@ -193,6 +270,12 @@ def train_clip(
     start = time.time()
     train_frames, val_frames = data.frames("train"), data.frames("val")
     train_captions, val_captions = data.labels["train"]["caption"], data.labels["val"]["caption"]
+    train_categories = data.labels["train"]["category_id"]
+    if corpus_runs:
+        corpus = data.corpus(corpus_runs)
+        train_frames = np.concatenate([train_frames, corpus["frames"]])
+        train_captions = np.concatenate([train_captions, corpus["caption"]])
+        train_categories = np.concatenate([train_categories, corpus["category_id"]])
     n_texts = len(np.unique(train_captions))
     if not 2 <= loop.batch_size <= n_texts:
         raise ValueError(
@@ -216,13 +299,17 @@ def train_clip(
         )
         return 1.0 - retrieval_accuracy(encoder, val_frames, val_captions, n_val)["top1"]
 
-    sample_batch = caption_batches(train_frames, train_captions, arch.clip, loop.batch_size)
+    categories = train_categories if hard_negatives else None
+    sample_batch = caption_batches(train_frames, train_captions, arch.clip, loop.batch_size, categories,
+                                   data.categories)  # fmt: skip
     start_step = checkpoint_step(Path(workdir))
     model, result = train("clip", model, sample_batch, clip_loss, validate, loop, workdir)
 
     meta = {"data_key": data.dataset.key, "steps": loop.steps, "start_step": start_step,
-            "best_step": result.best_step, "best_score": result.best_score, "best_val_top1": 1 - result.best_score,
-            "val_candidates": n_val, "seconds": time.time() - start}  # fmt: skip
+            "hard_negatives": hard_negatives, "corpus_runs": corpus_runs, "n_train_clips": len(train_captions),
+            "best_step": result.best_step, "best_score": result.best_score,
+            "best_val_top1": 1 - result.best_score, "val_candidates": n_val,
+            "seconds": time.time() - start}  # fmt: skip
     target = Path(backbones_dir) / "clip"
     if not (start_step == loop.steps and meta_matches(target, meta)):
         demo_tier.save_clip(model, arch.clip, target, meta)
@@ -249,7 +336,8 @@ def evaluate_clip(
     -------
     dict
         ``clip_top1``, ``clip_top5`` (fractions of test clips), ``clip_chance`` (1 / n_candidates),
-        ``clip_n_candidates`` and ``clip_n_clips``.
+        ``clip_n_candidates``, ``clip_n_clips``, ``clip_category_swap`` (:func:`category_swap_accuracy`) and
+        ``clip_category_chance``.
 
     Raises
     ------
@@ -262,5 +350,7 @@ def evaluate_clip(
     draw_candidates(captions, n_candidates, np.random.default_rng(seed))  # fail on n_candidates before loading
     encoder = load_backbone("clip", "demo", backbones_dir, device)
     scores = retrieval_accuracy(encoder, frames, captions, n_candidates, seed)
+    swap = category_swap_accuracy(encoder, frames, captions, data.labels["test"]["category_id"], data.categories)
     return {"clip_top1": scores["top1"], "clip_top5": scores["top5"], "clip_chance": 1.0 / n_candidates,
-            "clip_n_candidates": n_candidates, "clip_n_clips": len(captions)}  # fmt: skip
+            "clip_n_candidates": n_candidates, "clip_n_clips": len(captions), "clip_category_swap": swap,
+            "clip_category_chance": 1.0 / len(data.categories)}  # fmt: skip

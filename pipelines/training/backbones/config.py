@@ -16,3 +16,17 @@ class BackboneTrainingConfig:
     vae: LoopConfig = field(default_factory=LoopConfig)  # reconstruction + KL
     unet: LoopConfig = field(default_factory=LoopConfig)  # epsilon prediction, text-conditioned
     raft: LoopConfig = field(default_factory=LoopConfig)  # sequence loss against the simulator's exact flow
+    clip_hard_negatives: bool = False  # CLIP: add each caption with its category swapped as a negative (NegCLIP)
+    clip_corpus_runs: int = 0  # CLIP: train on this many extra simulated movies no subject saw (0: none)
+
+    def options(self, role: str) -> dict:
+        """Keyword arguments of ``role``'s trainer beyond its LoopConfig (recorded and compared with it).
+
+        Only settings that differ from the trainer's defaults, so that a model trained before an option existed
+        stays up to date.
+        """
+        if role != "clip":
+            return {}
+        return {
+            k: v for k, v in (("hard_negatives", self.clip_hard_negatives), ("corpus_runs", self.clip_corpus_runs)) if v
+        }

@@ -15,8 +15,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from pipelines.config import config_hash, load_config, preset_path
-from pipelines.features.demo_tier import DemoBackbonesConfig
+from pipelines.config import config_hash, load_config, preset_path, to_dict
+from pipelines.features.demo_tier import DemoBackbonesConfig, weights_id
 from pipelines.training.backbones.config import BackboneTrainingConfig
 from pipelines.training.backbones.data import load_backbone_data
 
@@ -30,13 +30,32 @@ TRAINERS = {
 }
 
 
-def up_to_date(out: Path, role: str, data_key: str, loop: dict) -> bool:
-    """True when ``out/role`` holds a model trained on ``data_key`` with the settings ``loop``."""
+UPSTREAM = {"unet": ("clip", "vae")}  # roles whose saved weights a role is trained on
+
+
+def upstream_weights(out: Path, role: str) -> dict[str, str]:
+    """The weights identity of every role ``role`` is trained on (empty for the others)."""
+    return {r: weights_id(out / r) for r in UPSTREAM.get(role, ()) if (out / r / "meta.json").is_file()}
+
+
+def up_to_date(out: Path, role: str, data_key: str, loop: dict, architecture: dict | None = None) -> bool:
+    """True when ``out/role`` holds a model trained on ``data_key`` with the settings ``loop``.
+
+    When its meta.json records them (models trained since they were added), the role's ``architecture`` and the
+    weights of the roles it was trained on (:data:`UPSTREAM`: the renderer UNet on the CLIP and the VAE) must match
+    too, so that retraining the CLIP retrains the UNet.
+    """
     meta_path = out / role / "meta.json"
     if not meta_path.is_file():
         return False
     meta = json.loads(meta_path.read_text())
-    return meta.get("data_key") == data_key and meta.get("loop") == loop
+    if meta.get("data_key") != data_key or meta.get("loop") != loop:
+        return False
+    if architecture is not None and meta.get("architecture", architecture) != architecture:
+        return False
+    recorded = meta.get("upstream", {})
+    current = upstream_weights(out, role)
+    return all(current.get(name) == weights for name, weights in recorded.items())
 
 
 def train_backbones(
@@ -61,8 +80,10 @@ def train_backbones(
     summary.update({"data": str(Path(data_root).resolve()), "data_key": data.dataset.key, "device": device,
                     "architecture": asdict(arch)})  # fmt: skip
     for role in (r for r in ORDER if r in roles):
-        loop = getattr(training, role)
-        if up_to_date(out, role, data.dataset.key, asdict(loop)):
+        loop, options = getattr(training, role), training.options(role)
+        settings = {**asdict(loop), **options}  # what up_to_date compares
+        architecture = to_dict(getattr(arch, role))  # as meta.json holds it: tuples become lists
+        if up_to_date(out, role, data.dataset.key, settings, architecture):
             print(f"[train-backbones] {role}: up to date, skipped")
             continue
         module, name = TRAINERS[role]
@@ -70,19 +91,21 @@ def train_backbones(
         print(f"[train-backbones] {role}: training ({loop.steps} steps, batch {loop.batch_size})")
         start = time.time()
         # Checkpoints per (role, settings): the same settings resume, changed settings start afresh.
-        result = trainer(data, arch, loop, out, workdir / role / config_hash(loop, arch), device=device)
-        _record_loop(out / role, asdict(loop))
-        summary["roles"][role] = {**result, "loop": asdict(loop), "wall_seconds": round(time.time() - start, 1)}
+        key = config_hash(loop, arch) if not options else config_hash(loop, arch, options)
+        result = trainer(data, arch, loop, out, workdir / role / key, device=device, **options)
+        _record_settings(out / role, {"loop": settings, "architecture": architecture,
+                                      "upstream": upstream_weights(out, role)})  # fmt: skip
+        summary["roles"][role] = {**result, "loop": settings, "wall_seconds": round(time.time() - start, 1)}
         out.mkdir(parents=True, exist_ok=True)
         summary_path.write_text(json.dumps(summary, indent=2, default=str))
     return summary
 
 
-def _record_loop(role_dir: Path, loop: dict) -> None:
-    """Add the loop settings to the role's meta.json (what up_to_date compares)."""
+def _record_settings(role_dir: Path, settings: dict) -> None:
+    """Add the settings, architecture and upstream weights to the role's meta.json (what up_to_date compares)."""
     path = role_dir / "meta.json"
     meta = json.loads(path.read_text())
-    meta["loop"] = loop
+    meta.update(settings)
     path.write_text(json.dumps(meta, indent=2, default=str))
 
 
@@ -103,10 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--cache-dir", help="prepared-dataset cache (default $MINDREEL_CACHE)")
-    parser.add_argument("overrides", nargs="*", help="KEY=VALUE training overrides, e.g. clip.steps=200 vae.lr=0.002")
+    parser.add_argument("overrides", nargs="*", help="KEY=VALUE overrides of the training settings (clip.steps=200 "
+                        "vae.lr=0.002) or, prefixed with arch., of the architectures (arch.clip.vision_tower=resnet)")  # fmt: skip
     args = parser.parse_intermixed_args(argv)
-    arch = load_config(DemoBackbonesConfig, preset_path("backbones", args.preset))
-    training = load_config(BackboneTrainingConfig, preset_path("backbones", f"train_{args.preset}"), args.overrides)
+    arch_overrides = [o.removeprefix("arch.") for o in args.overrides if o.startswith("arch.")]
+    loop_overrides = [o for o in args.overrides if not o.startswith("arch.")]
+    arch = load_config(DemoBackbonesConfig, preset_path("backbones", args.preset), arch_overrides)
+    training = load_config(BackboneTrainingConfig, preset_path("backbones", f"train_{args.preset}"), loop_overrides)
     roles = tuple(r.strip() for r in args.roles.split(",") if r.strip())
     summary = train_backbones(args.data, args.out, arch, training, roles, args.workdir, args.device,
                               args.cache_dir)  # fmt: skip

@@ -17,6 +17,7 @@ from pipelines.data.twin.stimuli import (
     StimulusConfig,
     load_backgrounds,
     plan_run,
+    swap_category,
 )
 
 SMALL = StimulusConfig(height=32, width=32, fps=8, background_size=64)
@@ -467,3 +468,30 @@ def test_renderer_rejects_bad_plans(make: object, config: object, error: type, m
     assert plan[1]["scene"] == 0  # scenes last >= 2 clips
     with pytest.raises(error, match=match):
         RunRenderer(make(plan), config)
+
+
+def test_swap_category_changes_the_object_and_its_verb_only() -> None:
+    caption = "a red ball bouncing to the left in front of grass, static camera"
+    assert (
+        swap_category(caption, "ball", "cross")
+        == "a red cross spinning fast to the left in front of grass, static camera"
+    )
+    assert swap_category(swap_category(caption, "ball", "star"), "star", "ball") == caption
+    for clip in plan_run(12, SMALL, np.random.default_rng(3)):
+        other = CATEGORIES[(clip["category_id"] + 1) % len(CATEGORIES)]
+        swapped = swap_category(clip["caption"], clip["category"], other)
+        assert swapped != clip["caption"] and f" {other} " in swapped and f" {clip['colour']} " in swapped
+
+
+@pytest.mark.parametrize(
+    ("category", "other", "match"),
+    [
+        ("ball", "ball", "another category than the caption's, got 'ball' twice"),
+        ("ball", "dog", r"other expected one of \[.*\], got 'dog'"),
+        ("dog", "ball", r"category expected one of \[.*\], got 'dog'"),
+        ("star", "ball", "expected the caption to contain 'star spinning', got 'a red ball bouncing"),
+    ],
+)
+def test_swap_category_errors(category: str, other: str, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        swap_category("a red ball bouncing upwards in front of grass, static camera", category, other)

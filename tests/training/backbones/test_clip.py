@@ -10,10 +10,12 @@ import pytest
 import torch
 
 from pipelines.config import load_config, preset_path
+from pipelines.data.twin.stimuli import swap_category
 from pipelines.features import demo_tier
 from pipelines.features.backbones import load_backbone
 from pipelines.training.backbones.clip import (
     caption_batches,
+    category_swap_accuracy,
     clip_loss,
     draw_candidates,
     evaluate_clip,
@@ -116,6 +118,75 @@ def test_batches_never_hold_one_caption_twice(tiny_data):
         assert set(map(tuple, tokens.tolist())) == set(map(tuple, tokenizer(sorted(set(captions))).tolist()))
 
 
+def test_hard_negatives_swap_only_the_category(tiny_data):
+    captions, categories = tiny_data.labels["train"]["caption"], tiny_data.labels["train"]["category_id"]
+    tokenizer = demo_tier.clip_tokenizer(TINY.clip)
+    sample = caption_batches(tiny_data.split("train").frames, captions, TINY.clip, 8, categories, tiny_data.categories)
+    images, tokens, negatives = sample(np.random.default_rng(0))
+    assert images.shape[0] == tokens.shape[0] == negatives.shape[0] == 8
+    for row, negative in zip(tokens.tolist(), negatives.tolist(), strict=True):
+        clip = next(i for i, c in enumerate(captions) if tokenizer([c]).tolist()[0] == row)
+        own = tiny_data.categories[categories[clip]]
+        others = [swap_category(captions[clip], own, name) for name in tiny_data.categories if name != own]
+        assert negative in tokenizer(others).tolist()  # the same caption with another category, never its own
+    with pytest.raises(ValueError, match=r"vocabulary: expected at least 2 category names .* got \['ball'\]"):
+        caption_batches(tiny_data.split("train").frames, captions, TINY.clip, 8, categories, ("ball",))
+
+
+def test_the_loss_with_negatives_matches_its_definition():
+    torch.manual_seed(0)
+    model = demo_tier.build_clip(TINY.clip).eval()
+    images = torch.randn(4, 3, 32, 32)
+    tokens, negatives = torch.randint(1, 400, (4, 16)), torch.randint(1, 400, (4, 16))
+    with torch.no_grad():
+        loss = float(clip_loss(model, (images, tokens, negatives)))
+        i = model.encode_image(images, normalize=True).double().numpy()
+        t = model.encode_text(torch.cat([tokens, negatives]), normalize=True).double().numpy()
+        scale = float(model.logit_scale.exp())
+        plain = float(clip_loss(model, (images, tokens)))
+
+    def cross_entropy(logits):  # rows = queries, the diagonal is the positive
+        logits = logits - logits.max(axis=1, keepdims=True)
+        return float(np.mean(np.log(np.exp(logits).sum(axis=1)) - np.diag(logits)))
+
+    expected = 0.5 * (cross_entropy(scale * i @ t.T) + cross_entropy(scale * t[:4] @ i.T))
+    assert loss == pytest.approx(expected, rel=1e-5)
+    assert plain == pytest.approx(
+        0.5 * (cross_entropy(scale * i @ t[:4].T) + cross_entropy(scale * t[:4] @ i.T)), rel=1e-5
+    )
+    assert loss > plain  # the negatives only add competitors
+
+
+class _ByKey:
+    """Stand-in encoder over a dict: an image's embedding is vectors[its pixel value], a text's vectors[text]."""
+
+    def __init__(self, vectors):
+        self.vectors = vectors
+
+    def encode_image(self, frames):
+        return np.stack([self.vectors[int(f[0, 0, 0])] for f in frames])
+
+    def encode_text(self, texts):
+        return np.stack([self.vectors[t] for t in texts])
+
+
+def test_category_swap_accuracy_counts_the_own_caption_first_and_ties_against_it():
+    vocabulary = ("ball", "star", "car")
+    captions = np.array(
+        ["a red ball bouncing upwards in front of grass", "a red star spinning upwards in front of grass"]
+    )
+    texts = [swap_category(captions[0], "ball", k) if k != "ball" else captions[0] for k in vocabulary]
+    rng = np.random.default_rng(0)
+    vectors = {t: v / np.linalg.norm(v) for t, v in zip(texts, rng.standard_normal((3, 4)), strict=True)}  # unit
+    vectors[0], vectors[1] = vectors[captions[0]], vectors[captions[0]]  # both frames look like the red ball
+    frames = np.zeros((2, 3, 2, 2, 3), np.uint8)
+    frames[1, 1, 0, 0, 0] = 1  # the middle frame (index 1) picks the image vector
+    encoder = _ByKey(vectors)
+    assert category_swap_accuracy(encoder, frames, captions, np.array([0, 1]), vocabulary) == 0.5  # star clip wrong
+    vectors[captions[1]] = vectors[captions[0]]  # a tie between the ball and star captions: both clips wrong
+    assert category_swap_accuracy(encoder, frames, captions, np.array([0, 1]), vocabulary) == 0.0
+
+
 def test_train_save_load_evaluate(trained, tiny_data):
     root, summary = trained
     assert summary["steps"] == LOOP.steps and summary["start_step"] == 0
@@ -131,10 +202,22 @@ def test_train_save_load_evaluate(trained, tiny_data):
     assert 1 - val["top1"] == pytest.approx(summary["best_score"])  # the saved model is the selected one
 
     scores = evaluate_clip(tiny_data, root / "backbones", n_candidates=8)
-    assert set(scores) == {"clip_top1", "clip_top5", "clip_chance", "clip_n_candidates", "clip_n_clips"}
+    assert set(scores) == {"clip_top1", "clip_top5", "clip_chance", "clip_n_candidates", "clip_n_clips",
+                           "clip_category_swap", "clip_category_chance"}  # fmt: skip
+    assert 0 <= scores["clip_category_swap"] <= 1 and scores["clip_category_chance"] == 1 / len(tiny_data.categories)
     assert 0 <= scores["clip_top1"] <= scores["clip_top5"] <= 1
     assert scores["clip_chance"] == 1 / 8 and scores["clip_n_clips"] == len(tiny_data.split("test").frames)
     assert evaluate_clip(tiny_data, root / "backbones", n_candidates=8) == scores  # seeded
+
+
+def test_training_with_hard_negatives_and_a_corpus_records_them(tiny_data, tmp_path):
+    summary = train_clip(tiny_data, TINY, LOOP, tmp_path / "b", tmp_path / "w", hard_negatives=True, corpus_runs=1)
+    assert summary["hard_negatives"] is True and summary["steps"] == LOOP.steps and summary["corpus_runs"] == 1
+    n_movie = len(tiny_data.corpus(1)["caption"])  # one movie of the subject's length, from the cache now
+    assert n_movie == 16 and summary["n_train_clips"] == len(tiny_data.labels["train"]["caption"]) + n_movie
+    meta = json.loads((tmp_path / "b" / "clip" / "meta.json").read_text())
+    assert meta["hard_negatives"] is True and meta["corpus_runs"] == 1
+    assert len(list(tiny_data.cache_dir.glob("corpus-*.npz"))) == 1
 
 
 def test_a_finished_run_is_not_repeated(trained, tiny_data):

@@ -27,6 +27,18 @@ def test_train_then_evaluate_every_role(tiny_twin, tmp_path, capsys):
 
     assert train_all.main([*args, "--roles", "clip", "clip.steps=8"]) == 0  # changed settings: retrained
     assert "clip: training (8 steps" in capsys.readouterr().out
+    negatives = [*args, "--roles", "clip", "clip.steps=8", "clip_hard_negatives=true"]
+    assert train_all.main(negatives) == 0  # an option of the role is a setting too
+    assert "clip: training (8 steps" in capsys.readouterr().out
+    assert json.loads((out / "clip" / "meta.json").read_text())["loop"]["hard_negatives"] is True
+    again = [*args, "--roles", "clip,unet", "clip.steps=8", "clip_hard_negatives=true"]
+    assert train_all.main(again) == 0  # the UNet was trained on the first CLIP: out of date now
+    printed = capsys.readouterr().out
+    assert "clip: up to date" in printed and "unet: training" in printed
+    assert train_all.main(again) == 0
+    assert capsys.readouterr().out.count("up to date, skipped") == 2
+    assert train_all.main([*negatives, "arch.clip.text_layers=2"]) == 0  # another architecture: retrained
+    assert "clip: training (8 steps" in capsys.readouterr().out
 
     small = ["--clip-candidates", "5", "--renderer-samples", "3", "--renderer-steps", "2", "--raft-pairs", "3"]
     assert (
