@@ -104,15 +104,19 @@ def save_test_clips(data: DecoderData, directory: str | Path, n_test: int | None
     split = data.splits["test"]
     n = len(split) if n_test is None else min(n_test, len(split))
     frames = np.array(data.dataset.splits["test"].frames[:n], np.uint8)  # a copy: the split is memory-mapped
+
+    def copied(array: np.ndarray, dtype: type) -> torch.Tensor:  # features may be read-only (memory-mapped caches)
+        return torch.from_numpy(np.array(array[:n], dtype))
+
     tensors = {
-        "fmri": torch.from_numpy(np.ascontiguousarray(split.fmri[:n], np.float32)),
-        "frames": torch.from_numpy(np.ascontiguousarray(frames)),
-        "text": torch.from_numpy(np.ascontiguousarray(split.text[:n], np.float32)),
-        "flows": torch.from_numpy(np.ascontiguousarray(split.flows[:n], np.float32)),
+        "fmri": copied(split.fmri, np.float32),
+        "frames": torch.from_numpy(frames),
+        "text": copied(split.text, np.float32),
+        "flows": copied(split.flows, np.float32),
     }
     if split.category is not None:
-        tensors["category"] = torch.from_numpy(np.asarray(split.category[:n], np.int64))
-        tensors["direction"] = torch.from_numpy(np.asarray(split.direction[:n], np.int64))
+        tensors["category"] = copied(split.category, np.int64)
+        tensors["direction"] = copied(split.direction, np.int64)
     path = Path(directory) / TEST_CLIPS
     save_file(tensors, path, metadata={"captions": json.dumps(split.captions[:n].tolist())})
     return path
