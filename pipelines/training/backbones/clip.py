@@ -69,7 +69,7 @@ def caption_batches(
         Pairs per batch; at most the number of distinct caption texts.
     categories : array of shape (n_clips,), int, optional
         Each clip's object category (index into ``vocabulary``): adds one hard negative per pair, the caption with
-        another category drawn at random.
+        another category drawn at random, among those whose caption is not another pair's of the batch.
     vocabulary : tuple of str
         Category names (at least 2 when ``categories`` is given).
 
@@ -93,11 +93,14 @@ def caption_batches(
         batch = (_normalised(frames[clips, frame], config.image_size), tokenizer(captions[clips].tolist()))
         if categories is None:
             return batch
-        own = categories[clips]
-        other = (own + 1 + rng.integers(len(vocabulary) - 1, size=len(clips))) % len(vocabulary)  # never the own
-        negatives = [
-            swap_category(captions[c], vocabulary[a], vocabulary[b]) for c, a, b in zip(clips, own, other, strict=True)
-        ]
+        in_batch, negatives = set(captions[clips].tolist()), []
+        for clip in clips:  # another category; never a caption of the batch (a false negative for that clip)
+            own = int(categories[clip])
+            options = [
+                swap_category(captions[clip], vocabulary[own], name) for k, name in enumerate(vocabulary) if k != own
+            ]
+            allowed = [text for text in options if text not in in_batch] or options
+            negatives.append(allowed[rng.integers(len(allowed))])
         return (*batch, tokenizer(negatives))
 
     return sample

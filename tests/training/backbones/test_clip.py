@@ -129,6 +129,14 @@ def test_hard_negatives_swap_only_the_category(tiny_data):
         own = tiny_data.categories[categories[clip]]
         others = [swap_category(captions[clip], own, name) for name in tiny_data.categories if name != own]
         assert negative in tokenizer(others).tolist()  # the same caption with another category, never its own
+    # two clips whose captions differ only in the object: neither may get the other's caption as its negative
+    pair = np.array(["a red ball bouncing upwards in front of grass", "a red star spinning upwards in front of grass"])
+    car = tokenizer(["a red car driving upwards in front of grass"]).tolist()[0]
+    frames = tiny_data.split("train").frames[:2]
+    two = caption_batches(frames, pair, TINY.clip, 2, np.array([0, 1]), ("ball", "star", "car"))
+    for seed in range(5):
+        _, _, negatives = two(np.random.default_rng(seed))
+        assert negatives.tolist() == [car, car]
     with pytest.raises(ValueError, match=r"vocabulary: expected at least 2 category names .* got \['ball'\]"):
         caption_batches(tiny_data.split("train").frames, captions, TINY.clip, 8, categories, ("ball",))
 
