@@ -161,6 +161,14 @@ def draw_candidates(captions: np.ndarray, n_candidates: int, rng: np.random.Gene
     return texts, np.concatenate([own[:, None], others], axis=1)
 
 
+def middle_frame_embeddings(encoder: ImageTextEncoder, frames: np.ndarray) -> np.ndarray:
+    """Image embeddings of each clip's middle frame (index n_frames // 2) of (n_clips, n_frames, H, W, 3) frames."""
+    middle = frames[:, frames.shape[1] // 2]
+    return np.concatenate(
+        [encoder.encode_image(middle[i : i + ENCODE_BATCH]) for i in range(0, len(middle), ENCODE_BATCH)]
+    )
+
+
 def retrieval_accuracy(
     encoder: ImageTextEncoder, frames: np.ndarray, captions: np.ndarray, n_candidates: int, seed: int = 0
 ) -> dict[str, float]:
@@ -184,10 +192,7 @@ def retrieval_accuracy(
         against it).
     """
     texts, candidates = draw_candidates(captions, n_candidates, np.random.default_rng(seed))
-    middle = frames[:, frames.shape[1] // 2]
-    images = np.concatenate(
-        [encoder.encode_image(middle[i : i + ENCODE_BATCH]) for i in range(0, len(middle), ENCODE_BATCH)]
-    )
+    images = middle_frame_embeddings(encoder, frames)
     similarity = np.take_along_axis(images @ encoder.encode_text(texts.tolist()).T, candidates, axis=1)
     rank = (similarity[:, 1:] >= similarity[:, :1]).sum(axis=1)
     return {"top1": float(np.mean(rank == 0)), "top5": float(np.mean(rank < 5))}
@@ -209,10 +214,7 @@ def category_swap_accuracy(
         Index of each clip's category in ``vocabulary``.
     vocabulary : tuple of str
     """
-    middle = frames[:, frames.shape[1] // 2]
-    images = np.concatenate(
-        [encoder.encode_image(middle[i : i + ENCODE_BATCH]) for i in range(0, len(middle), ENCODE_BATCH)]
-    )
+    images = middle_frame_embeddings(encoder, frames)
     correct = 0
     for image, caption, own in zip(images, captions, categories, strict=True):
         texts = [caption if k == own else swap_category(caption, vocabulary[own], name) for k, name in

@@ -15,9 +15,9 @@ from pipelines.config import from_dict, load_config, preset_path
 from pipelines.data.cc2017 import CC2017Config, prepare_cc2017
 from pipelines.data.dataset import PreparedDataset, Split
 from pipelines.data.twin import groundtruth
-from pipelines.data.twin.corpus import build_corpus
 from pipelines.data.twin.stimuli import StimulusConfig
 from pipelines.features.extract import simulated_labels
+from pipelines.training.backbones.corpus import build_corpus
 
 
 @dataclass
@@ -31,7 +31,7 @@ class BackboneData:
     cache_dir: Path | None = None  # where the prepared dataset (and a pretraining corpus) are cached
 
     def corpus(self, n_runs: int) -> dict[str, np.ndarray]:
-        """``n_runs`` movies of extra training clips no subject saw (:mod:`pipelines.data.twin.corpus`).
+        """``n_runs`` movies of extra training clips no subject saw (:mod:`pipelines.training.backbones.corpus`).
 
         Rendered with the subject's stimulus settings, ``n_movie_trs`` clips per movie, and sampled as this
         dataset's clips; labels as :attr:`labels` (``caption``, ``category_id``, ``direction_bin``) plus ``frames``.

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from pipelines.data.twin.corpus import build_corpus
 from pipelines.data.twin.stimuli import RunRenderer, StimulusConfig, plan_run
 from pipelines.data.video import resize_center_crop
+from pipelines.training.backbones.corpus import build_corpus
 
 STIMULUS = StimulusConfig(height=32, width=32, fps=8, background_size=64, scene_clips_min=2, scene_clips_max=3)
 
@@ -24,14 +24,15 @@ def test_clips_are_the_renderer_frames_sampled_like_the_reader(tmp_path):
 
 def test_the_corpus_is_cached_and_deterministic(tmp_path):
     first = build_corpus(STIMULUS, 1, 3, 2.0, (16, 16), seed=0, cache_dir=tmp_path, workers=1)
-    assert len(list(tmp_path.glob("corpus-*.npz"))) == 1 and not list(tmp_path.glob(".corpus-*"))
+    (folder,) = tmp_path.glob("corpus-*")  # one cache entry, each array a finished .npy, nothing half-written
+    assert sorted(p.name for p in folder.rglob("*") if p.is_file()) == sorted(f"{n}_train.npy" for n in first)
     again = build_corpus(STIMULUS, 1, 3, 2.0, (16, 16), seed=0, cache_dir=tmp_path, workers=1)  # from the cache
     fresh = build_corpus(STIMULUS, 1, 3, 2.0, (16, 16), seed=0, cache_dir=None, workers=1)
     for name in first:
         np.testing.assert_array_equal(first[name], again[name])
         np.testing.assert_array_equal(first[name], fresh[name])
     other = build_corpus(STIMULUS, 1, 3, 2.0, (16, 16), seed=1, cache_dir=tmp_path, workers=1)
-    assert not np.array_equal(other["frames"], first["frames"]) and len(list(tmp_path.glob("corpus-*.npz"))) == 2
+    assert not np.array_equal(other["frames"], first["frames"]) and len(list(tmp_path.glob("corpus-*"))) == 2
 
 
 def test_no_corpus_movie_is_one_of_the_subjects(tiny_twin):

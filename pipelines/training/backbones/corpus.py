@@ -11,13 +11,13 @@ Independence from the experiment: run ``i`` of the corpus draws from ``SeedSeque
 is a movie of the subject's, whatever the seeds. Corpus clips may share a category, colour and background with a test
 clip, never its rendering. The movies are not H.264-encoded (the subject's stimuli are, at crf 18).
 
-The corpus is cached under ``cache_dir`` (one ``.npz`` per set of arguments, written atomically), since rendering
-7,200 clips takes about 2 minutes on 2 cores.
+The corpus is cached under ``cache_dir`` by :class:`pipelines.features.extract.FeatureCache` (one folder
+``corpus-<hash of the arguments>``, each array an atomically written ``.npy`` read back memory-mapped), since
+rendering 7,200 clips takes about 2 minutes on 2 cores.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
@@ -29,9 +29,11 @@ from tqdm.auto import tqdm
 from pipelines.config import config_hash
 from pipelines.data.twin.stimuli import RunRenderer, StimulusConfig, plan_run
 from pipelines.data.video import resize_center_crop, source_indices
+from pipelines.features.extract import FeatureCache
 
 CORPUS_STREAM = 9  # spawn_key[0] of the corpus' random streams; simulate uses 0, 1 and 2
 VERSION = 1  # bump when the rendering or sampling changes, so that caches are rebuilt
+FIELDS = ("frames", "caption", "category_id", "direction_bin")
 
 
 def _render(
@@ -101,20 +103,22 @@ def build_corpus(
             f"corpus: clip_fps {clip_fps} gives no frame in a {stimulus.clip_seconds}-s clip; expected at least 1."
         )
     key = config_hash(asdict(stimulus), n_runs, clips_per_run, clip_fps, list(size), seed, VERSION)
-    path = None if cache_dir is None else Path(cache_dir) / f"corpus-{key}.npz"
-    if path is not None and path.is_file():
-        with np.load(path) as saved:
-            return {name: saved[name] for name in saved.files}
-    start, parts = time.time(), []
-    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-        jobs = [pool.submit(_render, i, stimulus, clips_per_run, clip_fps, tuple(size), seed) for i in range(n_runs)]
-        for job in tqdm(jobs, desc="corpus", unit="movie"):
-            parts.append(job.result())
-    corpus = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.stem}.{os.getpid()}.npz")
-        np.savez(partial, **corpus)
-        os.replace(partial, path)
-        print(f"[corpus] {len(corpus['caption'])} clips rendered in {time.time() - start:.0f} s, cached in {path}")
-    return corpus
+    rendered: dict[str, np.ndarray] = {}
+
+    def render() -> dict[str, np.ndarray]:
+        if not rendered:  # once, however many of the arrays are missing from the cache
+            start, parts = time.time(), []
+            with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+                jobs = [pool.submit(_render, i, stimulus, clips_per_run, clip_fps, tuple(size), seed)
+                        for i in range(n_runs)]  # fmt: skip
+                for job in tqdm(jobs, desc="corpus", unit="movie"):
+                    parts.append(job.result())
+            rendered.update({name: np.concatenate([p[name] for p in parts]) for name in FIELDS})
+            print(f"[corpus] {len(rendered['caption'])} clips rendered in {time.time() - start:.0f} s")
+        return rendered
+
+    if cache_dir is None:
+        return dict(render())
+    cache = FeatureCache(cache_dir)  # atomic .npy files, read back memory-mapped
+    return {name: cache.get(f"corpus-{key}", "simulator", name, "train", lambda name=name: render()[name])
+            for name in FIELDS}  # fmt: skip
