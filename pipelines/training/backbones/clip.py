@@ -9,12 +9,18 @@ Hard negatives (``hard_negatives=True``; BackboneTrainingConfig ``clip_hard_nega
 caption with the object category swapped for a random other one (:func:`pipelines.data.twin.stimuli.swap_category`),
 which the frame must rank below its own caption, as NegCLIP does (Yuksekgonul et al. 2023, ICLR). Without them a
 batch's captions differ in colour and background before they differ in the object, and the model never needs to
-see the object's shape (README, "Demo backbones": the category-swap test).
+see the object's shape (README, "Demo backbones": the category-swap test). ``negatives_per_pair`` (config
+``clip_negatives_per_pair``) draws that many distinct swaps per pair instead of one; with all of them (number of
+categories − 1) every frame must pick its object among all categories in every step. Deviation from NegCLIP (one
+hard negative per pair): on 2 CPU cores the step budget is small, and one swap per pair gives the image tower
+1/11 of the object signal per step.
 
 Metric: frame → caption retrieval. The middle frame of each clip ranks ``n_candidates`` captions: its own and
 ``n_candidates − 1`` distinct other caption texts of the same split, drawn with a fixed seed. Checkpoints are
-selected on 1 − top-1 of the validation split; the reported numbers (top-1, top-5, chance) come from the test split,
-with the category-swap accuracy: the middle frame's best of its caption with each of the categories put in.
+selected on 1 − top-1 of the validation split (``selection="retrieval"``) or on 1 − the mean of top-1 and the
+category-swap accuracy of the validation split (``selection="retrieval+swap"``, for a CLIP meant to see objects:
+retrieval alone peaks before the object test does). The reported numbers (top-1, top-5, chance) come from the test
+split, with the category-swap accuracy: the middle frame's best of its caption with each of the categories put in.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from pipelines.training.backbones.data import BackboneData
 from pipelines.training.loop import LoopConfig, checkpoint_step, train
 
 VAL_CANDIDATES = 100  # captions each validation frame ranks (fewer if the split has fewer distinct captions)
+SELECTIONS = ("retrieval", "retrieval+swap")  # validation scores a checkpoint can be selected on
 MAX_LOGIT_SCALE = float(np.log(100.0))  # open_clip's clamp of the learnable temperature
 ENCODE_BATCH = 256  # frames per encode_image call in evaluation
 
@@ -56,6 +63,7 @@ def caption_batches(
     batch_size: int,
     categories: np.ndarray | None = None,
     vocabulary: tuple[str, ...] = (),
+    negatives_per_pair: int = 1,
 ) -> Callable[[np.random.Generator], tuple[torch.Tensor, ...]]:
     """A batch sampler of (frame, caption) pairs with no caption text twice in a batch.
 
@@ -68,20 +76,28 @@ def caption_batches(
     batch_size : int
         Pairs per batch; at most the number of distinct caption texts.
     categories : array of shape (n_clips,), int, optional
-        Each clip's object category (index into ``vocabulary``): adds one hard negative per pair, the caption with
-        another category drawn at random, among those whose caption is not another pair's of the batch.
+        Each clip's object category (index into ``vocabulary``): adds hard negatives to each pair, the caption with
+        other categories drawn at random without replacement, among those whose caption is not another pair's of
+        the batch.
     vocabulary : tuple of str
         Category names (at least 2 when ``categories`` is given).
+    negatives_per_pair : int
+        Hard negatives per pair, 1 to ``len(vocabulary) − 1``. Where the batch's own captions leave fewer allowed
+        swaps, allowed ones are repeated (a repeated negative weighs twice; a false one would be wrong).
 
     Returns
     -------
     callable
         rng → (images, tokens) or, with ``categories``, (images, tokens, negatives): tensors of shape (batch_size,
-        3, image_size, image_size), float32, normalised with the OpenAI mean and std, and (batch_size,
-        context_length), int64, twice.
+        3, image_size, image_size), float32, normalised with the OpenAI mean and std, (batch_size, context_length),
+        int64, and (batch_size · negatives_per_pair, context_length), int64, pair by pair.
     """
     if categories is not None and len(vocabulary) < 2:
         raise ValueError(f"vocabulary: expected at least 2 category names for hard negatives, got {list(vocabulary)}.")
+    if categories is not None and not 1 <= negatives_per_pair <= len(vocabulary) - 1:
+        raise ValueError(
+            f"negatives_per_pair: expected 1 to {len(vocabulary) - 1} (the other categories), got {negatives_per_pair}."
+        )
     text_ids = np.unique(captions, return_inverse=True)[1]
     tokenizer = demo_tier.clip_tokenizer(config)
 
@@ -100,7 +116,9 @@ def caption_batches(
                 swap_category(captions[clip], vocabulary[own], name) for k, name in enumerate(vocabulary) if k != own
             ]
             allowed = [text for text in options if text not in in_batch] or options
-            negatives.append(allowed[rng.integers(len(allowed))])
+            picked = rng.permutation(len(allowed))[:negatives_per_pair]
+            picked = np.resize(picked, negatives_per_pair)  # repeats only when fewer swaps are allowed
+            negatives.extend(allowed[k] for k in picked)
         return (*batch, tokenizer(negatives))
 
     return sample
@@ -109,8 +127,9 @@ def caption_batches(
 def clip_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
     """open_clip's ClipLoss of an open_clip CLIP on (images, tokens); clamps the temperature first.
 
-    With (images, tokens, negatives) each image ranks the batch's captions *and* the hard negatives (the
-    image → text cross-entropy has 2 × batch columns), while each caption still ranks the batch's images (NegCLIP).
+    With (images, tokens, negatives) each image ranks the batch's captions *and* all the batch's hard negatives (the
+    image → text cross-entropy has (1 + negatives per pair) × batch columns), while each caption still ranks the
+    batch's images (NegCLIP).
     Without negatives this is exactly open_clip's ClipLoss.
     """
     with torch.no_grad():  # open_clip clamps after each optimiser step; before the next forward is the same
@@ -233,6 +252,8 @@ def train_clip(
     device: str = "cpu",
     hard_negatives: bool = False,
     corpus_runs: int = 0,
+    negatives_per_pair: int = 1,
+    selection: str = "retrieval",
 ) -> dict:
     """Train the demo CLIP on training (frame, caption) pairs, select on validation retrieval, save it.
 
@@ -257,21 +278,34 @@ def train_clip(
     corpus_runs : int
         Also train on this many simulated movies no subject saw (:meth:`BackboneData.corpus`); validation and test
         stay the subject's.
+    negatives_per_pair : int
+        Category swaps per pair with ``hard_negatives`` (:func:`caption_batches`); ignored without them.
+    selection : str
+        One of :data:`SELECTIONS`: the validation score checkpoints are selected on (module docstring).
 
     Returns
     -------
     dict
         ``data_key``, ``steps``, ``start_step`` (where this call began: ``steps`` if it only reloaded a finished
-        run), ``hard_negatives``, ``corpus_runs``, ``n_train_clips``, ``best_step``, ``best_score`` (1 − validation top-1), ``best_val_top1``,
-        ``seconds`` (this call),
-        ``n_params`` and ``history`` (the loop's validation records).
+        run), ``hard_negatives``, ``corpus_runs``, ``negatives_per_pair``, ``selection``, ``n_train_clips``,
+        ``best_step``, ``best_score`` (1 − the selection's validation score), ``best_val_top1``, ``best_val_swap``
+        (None when the selection does not measure it), ``seconds`` (this call), ``n_params`` and ``history`` (the
+        loop's validation records).
 
     Raises
     ------
     ValueError
         If a split lacks frames, ``loop.batch_size`` is below 2 or above the number of distinct training captions,
-        or the validation split has fewer than 2 distinct captions.
+        the validation split has fewer than 2 distinct captions, ``selection`` is unknown or
+        ``negatives_per_pair`` is out of range.
     """
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection: expected one of {list(SELECTIONS)}, got {selection!r}.")
+    if hard_negatives and not 1 <= negatives_per_pair <= len(data.categories) - 1:
+        raise ValueError(
+            f"negatives_per_pair: expected 1 to {len(data.categories) - 1} (the other categories), "
+            f"got {negatives_per_pair}."
+        )
     start = time.time()
     train_frames, val_frames = data.frames("train"), data.frames("val")
     train_captions, val_captions = data.labels["train"]["caption"], data.labels["val"]["caption"]
@@ -298,22 +332,33 @@ def train_clip(
     model = demo_tier.build_clip(arch.clip).to(device)
     tokenizer = demo_tier.clip_tokenizer(arch.clip)
 
-    def validate(model: torch.nn.Module) -> float:  # the wrapper load_backbone returns, around the training model
+    def measure(model: torch.nn.Module) -> tuple[float, float | None]:  # validation top-1 and swap accuracy
         encoder = ImageTextEncoder(
             model, tokenizer, arch.clip.image_size, demo_tier.OPENAI_MEAN, demo_tier.OPENAI_STD, "training"
         )
-        return 1.0 - retrieval_accuracy(encoder, val_frames, val_captions, n_val)["top1"]
+        top1 = retrieval_accuracy(encoder, val_frames, val_captions, n_val)["top1"]
+        if selection == "retrieval":
+            return top1, None
+        val_categories = data.labels["val"]["category_id"]
+        return top1, category_swap_accuracy(encoder, val_frames, val_captions, val_categories, data.categories)
+
+    def validate(model: torch.nn.Module) -> float:  # the wrapper load_backbone returns, around the training model
+        top1, swap = measure(model)
+        return 1.0 - (top1 if swap is None else 0.5 * (top1 + swap))
 
     categories = train_categories if hard_negatives else None
     sample_batch = caption_batches(train_frames, train_captions, arch.clip, loop.batch_size, categories,
-                                   data.categories)  # fmt: skip
+                                   data.categories, negatives_per_pair)  # fmt: skip
     start_step = checkpoint_step(Path(workdir))
     model, result = train("clip", model, sample_batch, clip_loss, validate, loop, workdir)
+    with torch.no_grad():
+        best_top1, best_swap = measure(model)  # the selected weights, which train() returns
 
     meta = {"data_key": data.dataset.key, "steps": loop.steps, "start_step": start_step,
-            "hard_negatives": hard_negatives, "corpus_runs": corpus_runs, "n_train_clips": len(train_captions),
-            "best_step": result.best_step, "best_score": result.best_score,
-            "best_val_top1": 1 - result.best_score, "val_candidates": n_val,
+            "hard_negatives": hard_negatives, "corpus_runs": corpus_runs,
+            "negatives_per_pair": negatives_per_pair if hard_negatives else 0, "selection": selection,
+            "n_train_clips": len(train_captions), "best_step": result.best_step, "best_score": result.best_score,
+            "best_val_top1": best_top1, "best_val_swap": best_swap, "val_candidates": n_val,
             "seconds": time.time() - start}  # fmt: skip
     target = Path(backbones_dir) / "clip"
     if not (start_step == loop.steps and meta_matches(target, meta)):

@@ -18,6 +18,8 @@ class BackboneTrainingConfig:
     raft: LoopConfig = field(default_factory=LoopConfig)  # sequence loss against the simulator's exact flow
     clip_hard_negatives: bool = False  # CLIP: add each caption with its category swapped as a negative (NegCLIP)
     clip_corpus_runs: int = 0  # CLIP: train on this many extra simulated movies no subject saw (0: none)
+    clip_negatives_per_pair: int = 1  # CLIP with hard negatives: category swaps per pair (1 to n_categories - 1)
+    clip_selection: str = "retrieval"  # CLIP checkpoint score on validation: "retrieval" or "retrieval+swap"
 
     def options(self, role: str) -> dict:
         """Keyword arguments of ``role``'s trainer beyond its LoopConfig (recorded and compared with it).
@@ -27,6 +29,10 @@ class BackboneTrainingConfig:
         """
         if role != "clip":
             return {}
-        return {
-            k: v for k, v in (("hard_negatives", self.clip_hard_negatives), ("corpus_runs", self.clip_corpus_runs)) if v
-        }
+        settings = (
+            ("hard_negatives", self.clip_hard_negatives, False),
+            ("corpus_runs", self.clip_corpus_runs, 0),
+            ("negatives_per_pair", self.clip_negatives_per_pair, 1),
+            ("selection", self.clip_selection, "retrieval"),
+        )
+        return {name: value for name, value, default in settings if value != default}

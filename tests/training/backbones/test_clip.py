@@ -141,6 +141,46 @@ def test_hard_negatives_swap_only_the_category(tiny_data):
         caption_batches(tiny_data.split("train").frames, captions, TINY.clip, 8, categories, ("ball",))
 
 
+def test_several_negatives_per_pair_are_distinct_swaps_pair_by_pair(tiny_data):
+    captions, categories = tiny_data.labels["train"]["caption"], tiny_data.labels["train"]["category_id"]
+    tokenizer = demo_tier.clip_tokenizer(TINY.clip)
+    frames, vocabulary = tiny_data.split("train").frames, tiny_data.categories
+    sample = caption_batches(frames, captions, TINY.clip, 8, categories, vocabulary, negatives_per_pair=3)
+    for seed in range(3):
+        _, tokens, negatives = sample(np.random.default_rng(seed))
+        assert negatives.shape == (8 * 3, tokens.shape[1])
+        in_batch = {tuple(row) for row in tokens.tolist()}
+        for row, three in zip(tokens.tolist(), negatives.reshape(8, 3, -1).tolist(), strict=True):
+            clip = next(i for i, c in enumerate(captions) if tokenizer([c]).tolist()[0] == row)
+            own = vocabulary[categories[clip]]
+            others = tokenizer([swap_category(captions[clip], own, n) for n in vocabulary if n != own]).tolist()
+            assert all(t in others and tuple(t) not in in_batch for t in three)  # swaps of this pair's caption
+            assert len({tuple(t) for t in three}) == 3  # drawn without replacement
+    # every swap is another pair's caption but one: that one is repeated rather than a false negative drawn
+    pair = np.array(["a red ball bouncing upwards in front of grass", "a red star spinning upwards in front of grass"])
+    car = tokenizer(["a red car driving upwards in front of grass"]).tolist()[0]
+    two = caption_batches(frames[:2], pair, TINY.clip, 2, np.array([0, 1]), ("ball", "star", "car"), 2)
+    assert two(np.random.default_rng(0))[2].tolist() == [car] * 4
+
+
+@pytest.mark.parametrize("count", [0, 3])
+def test_negatives_per_pair_out_of_range_are_refused(tiny_data, count, tmp_path):
+    frames = tiny_data.split("train").frames[:2]
+    with pytest.raises(ValueError, match=rf"negatives_per_pair: expected 1 to 2 \(the other categories\), got {count}"):
+        caption_batches(frames, np.array(["a", "b"]), TINY.clip, 2, np.array([0, 1]), ("ball", "star", "car"), count)
+    n = len(tiny_data.categories)
+    bad = 0 if count == 0 else n
+    with pytest.raises(ValueError, match=rf"negatives_per_pair: expected 1 to {n - 1} .*, got {bad}"):
+        train_clip(tiny_data, TINY, LOOP, tmp_path / "b", tmp_path / "w", hard_negatives=True, negatives_per_pair=bad)
+    assert not (tmp_path / "w").exists()  # refused before any work
+
+
+def test_an_unknown_selection_is_refused(tiny_data, tmp_path):
+    with pytest.raises(ValueError, match=r"selection: expected one of \['retrieval', 'retrieval\+swap'\], got 'swap'"):
+        train_clip(tiny_data, TINY, LOOP, tmp_path / "b", tmp_path / "w", selection="swap")
+    assert not (tmp_path / "w").exists()
+
+
 def test_the_loss_with_negatives_matches_its_definition():
     torch.manual_seed(0)
     model = demo_tier.build_clip(TINY.clip).eval()
@@ -204,6 +244,7 @@ def test_train_save_load_evaluate(trained, tiny_data):
     meta = json.loads((root / "backbones" / "clip" / "meta.json").read_text())
     assert meta["data_key"] == tiny_data.dataset.key and meta["role"] == "clip"
     assert {"steps", "best_step", "best_score", "seconds"} <= set(meta)
+    assert meta["selection"] == "retrieval" and meta["negatives_per_pair"] == 0 and meta["best_val_swap"] is None
     encoder = load_backbone("clip", "demo", root / "backbones")
     n_val = len(set(tiny_data.labels["val"]["caption"]))
     val = retrieval_accuracy(encoder, tiny_data.split("val").frames, tiny_data.labels["val"]["caption"], n_val)
@@ -226,6 +267,19 @@ def test_training_with_hard_negatives_and_a_corpus_records_them(tiny_data, tmp_p
     meta = json.loads((tmp_path / "b" / "clip" / "meta.json").read_text())
     assert meta["hard_negatives"] is True and meta["corpus_runs"] == 1
     assert len(list(tiny_data.cache_dir.glob("corpus-*"))) == 1
+
+
+def test_selection_on_retrieval_and_swap_scores_the_saved_weights(tiny_data, tmp_path):
+    summary = train_clip(tiny_data, TINY, LOOP, tmp_path / "b", tmp_path / "w", hard_negatives=True,
+                         negatives_per_pair=2, selection="retrieval+swap")  # fmt: skip
+    assert summary["selection"] == "retrieval+swap" and summary["negatives_per_pair"] == 2
+    encoder = load_backbone("clip", "demo", tmp_path / "b")
+    val, labels = tiny_data.split("val").frames, tiny_data.labels["val"]
+    top1 = retrieval_accuracy(encoder, val, labels["caption"], len(set(labels["caption"])))["top1"]
+    swap = category_swap_accuracy(encoder, val, labels["caption"], labels["category_id"], tiny_data.categories)
+    assert (summary["best_val_top1"], summary["best_val_swap"]) == pytest.approx((top1, swap))
+    assert summary["best_score"] == pytest.approx(1 - (top1 + swap) / 2)
+    assert min(h["score"] for h in summary["history"]) == pytest.approx(summary["best_score"])
 
 
 def test_a_finished_run_is_not_repeated(trained, tiny_data):

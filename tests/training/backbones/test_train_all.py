@@ -27,11 +27,13 @@ def test_train_then_evaluate_every_role(tiny_twin, tmp_path, capsys):
 
     assert train_all.main([*args, "--roles", "clip", "clip.steps=8"]) == 0  # changed settings: retrained
     assert "clip: training (8 steps" in capsys.readouterr().out
-    negatives = [*args, "--roles", "clip", "clip.steps=8", "clip_hard_negatives=true"]
+    negatives = [*args, "--roles", "clip", "clip.steps=8", "clip_hard_negatives=true", "clip_negatives_per_pair=2",
+                 "clip_selection=retrieval+swap"]  # fmt: skip
     assert train_all.main(negatives) == 0  # an option of the role is a setting too
     assert "clip: training (8 steps" in capsys.readouterr().out
-    assert json.loads((out / "clip" / "meta.json").read_text())["loop"]["hard_negatives"] is True
-    again = [*args, "--roles", "clip,unet", "clip.steps=8", "clip_hard_negatives=true"]
+    loop = json.loads((out / "clip" / "meta.json").read_text())["loop"]
+    assert loop["hard_negatives"] is True and loop["negatives_per_pair"] == 2 and loop["selection"] == "retrieval+swap"
+    again = [*args, "--roles", "clip,unet", *negatives[len(args) + 2 :]]
     assert train_all.main(again) == 0  # the UNet was trained on the first CLIP: out of date now
     printed = capsys.readouterr().out
     assert "clip: up to date" in printed and "unet: training" in printed
