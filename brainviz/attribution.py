@@ -14,6 +14,13 @@ The reference is the ground-truth target by default (the caption's CLIP embeddin
 flow), or the decoder's own output ("why did it decode this"). Structure is centred on the decoder's output at the
 baseline, so the cosine measures the clip-specific part of the latent and not the mean image every clip shares.
 
+A second objective for the embedding decoders, ``objective="category"`` ("which voxels make it decode *this
+object*"): the log-probability of the clip's category when the decoded embedding is classified against category
+prototypes, log softmax_k(s · cos(f, p_k)) at the clip's category. The prototypes p_k are the class means of the
+training captions' embeddings, centred on their mean (:func:`category_prototypes`; never test data), and s is the
+decoder's own learned InfoNCE scale, exp(logit_scale) clamped at 100 as in training. A caption embedding also names
+colours, directions and the camera, which low-level voxels carry; this objective asks about the object alone.
+
 Three methods: ``saliency`` (one backward pass, |∂f/∂x|; interactive use), ``integrated_gradients`` (path integral
 from the baseline; signed; its completeness error ``Σ attr − (f(x) − f(baseline))`` is reported as the convergence
 delta) and ``pattern`` (the gradient turned into an activation pattern, below). The baseline is 0, the training mean
@@ -51,6 +58,9 @@ from captum.attr import IntegratedGradients, Saliency
 
 METHODS = ("saliency", "integrated_gradients", "pattern")
 DECODERS = ("semantic", "structure", "motion", "flow", "fmri-encoder")
+OBJECTIVES = ("target", "category")  # see the module docstring; "category" for the embedding decoders only
+EMBEDDING_DECODERS = ("semantic", "fmri-encoder")
+MAX_LOGIT_SCALE = 100.0  # the clamp of exp(logit_scale) in the decoders' InfoNCE
 Objective = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -122,12 +132,49 @@ def _reference(reference: np.ndarray | torch.Tensor, batch: int, name: str) -> t
     return ref
 
 
+def category_prototypes(embeddings: np.ndarray, categories: np.ndarray, n_categories: int) -> np.ndarray:
+    """Category prototypes for ``objective="category"``: per-category means of embeddings, centred on their mean.
+
+    Parameters
+    ----------
+    embeddings : array of shape (n, dim)
+        Training-split caption embeddings (the decoder's target space).
+    categories : array of shape (n,), int
+        Each row's category, 0 … n_categories − 1.
+    n_categories : int
+
+    Returns
+    -------
+    array of shape (n_categories, dim), float32
+
+    Raises
+    ------
+    ValueError
+        If the shapes disagree, a category is out of range or has no row.
+    """
+    e, c = np.asarray(embeddings, dtype=np.float64), np.asarray(categories)
+    if e.ndim != 2 or c.shape != (len(e),):
+        raise ValueError(
+            f"category_prototypes: expected embeddings (n, dim) and categories (n,), got {e.shape} and {c.shape}."
+        )
+    counts = np.bincount(c.astype(int), minlength=n_categories) if c.size and c.min() >= 0 else None
+    if counts is None or len(counts) != n_categories or (counts == 0).any():
+        found = sorted(set(c.tolist()))
+        raise ValueError(
+            f"category_prototypes: expected every category 0 to {n_categories - 1} at least once, got {found}."
+        )
+    means = np.stack([e[c == k].mean(axis=0) for k in range(n_categories)])
+    return (means - means.mean(axis=0)).astype(np.float32)
+
+
 def decoder_objective(
     decoder: str,
     model: torch.nn.Module,
     reference: np.ndarray,
     *,
     first: np.ndarray | None = None,
+    objective: str = "target",
+    prototypes: np.ndarray | None = None,
 ) -> Objective:
     """The scalar objective of one decoder as a function of its fMRI input (see the module table).
 
@@ -143,6 +190,11 @@ def decoder_objective(
     first : array, optional
         Held-fixed second input: the first latent (batch, channels, h, w) for motion (default: ``reference[:, 0]``),
         the uint8 first frames (batch, height, width, 3) for flow (required).
+    objective : {"target", "category"}
+        "category" (semantic and fmri-encoder only): ``reference`` is then each input's category index (batch,),
+        int, and ``prototypes`` is required.
+    prototypes : array of shape (n_categories, embed_dim), optional
+        From :func:`category_prototypes`.
 
     Returns
     -------
@@ -151,11 +203,16 @@ def decoder_objective(
     Raises
     ------
     ValueError
-        For an unknown decoder, a reference of the wrong batch size, or flow without ``first``.
+        For an unknown decoder or objective, a reference of the wrong batch size, flow without ``first``, or the
+        category objective for a non-embedding decoder, without prototypes or with categories out of range.
     """
     if decoder not in DECODERS:
         raise ValueError(f"decoder: expected one of {list(DECODERS)}, got {decoder!r}.")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective: expected one of {list(OBJECTIVES)}, got {objective!r}.")
     model.eval()
+    if objective == "category":
+        return _category_objective(decoder, model, reference, prototypes)
     ref = _reference(reference, len(reference), "reference")
     n = ref.shape[0]
 
@@ -163,7 +220,7 @@ def decoder_objective(
         # IG evaluates scaled copies of the batch stacked along dim 0: repeat the fixed input to match
         return fixed.repeat((x.shape[0] // n,) + (1,) * (fixed.ndim - 1)) if x.shape[0] != n else fixed
 
-    if decoder in ("semantic", "fmri-encoder"):
+    if decoder in EMBEDDING_DECODERS:
         return lambda x: _cosine(model(x).embedding, rows(x, ref))
     if decoder == "structure":
         with torch.no_grad():
@@ -181,6 +238,39 @@ def decoder_objective(
     if frames.shape[0] != n:
         raise ValueError(f"first: expected one first frame per input ({n}), got {frames.shape[0]}.")
     return lambda x: _cosine(model.expected_flow(model(x, rows(x, frames))), rows(x, ref))
+
+
+def _category_objective(
+    decoder: str, model: torch.nn.Module, categories: np.ndarray, prototypes: np.ndarray | None
+) -> Objective:
+    if decoder not in EMBEDDING_DECODERS:
+        raise ValueError(
+            f"objective 'category': expected one of the embedding decoders {list(EMBEDDING_DECODERS)}, got {decoder!r}."
+        )
+    if prototypes is None:
+        raise ValueError("objective 'category': expected prototypes= (category_prototypes(...)), got None.")
+    protos = F.normalize(torch.as_tensor(np.asarray(prototypes, dtype=np.float32)), dim=1)
+    labels = np.asarray(categories)
+    if (
+        labels.ndim != 1
+        or not np.issubdtype(labels.dtype, np.integer)
+        or (labels < 0).any()
+        or (labels >= len(protos)).any()
+    ):
+        raise ValueError(
+            f"objective 'category': expected one category index in 0 to {len(protos) - 1} per input, got "
+            f"{labels.dtype} of shape {labels.shape} with values {sorted(set(labels.ravel().tolist()))[:8]}."
+        )
+    index = torch.as_tensor(labels, dtype=torch.long)
+    n = len(index)
+
+    def evidence(x: torch.Tensor) -> torch.Tensor:
+        scale = model.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+        logits = scale * F.normalize(model(x).embedding, dim=1) @ protos.T
+        rows = index.repeat(x.shape[0] // n) if x.shape[0] != n else index  # IG stacks scaled copies
+        return F.log_softmax(logits, dim=1).gather(1, rows[:, None])[:, 0]
+
+    return evidence
 
 
 def attribute(

@@ -18,6 +18,10 @@ The default method is ``pattern``: each clip's gradient turned into an activatio
 decoder's training inputs (:class:`brainviz.attribution.InputCovariance`; Haufe et al. 2014). Raw gradients and
 integrated gradients are a backward model's weights, which need not be large where the information is; ``--method
 saliency`` or ``integrated_gradients`` scores them instead (README, "brainviz", has all three).
+
+The default objective is each decoder's ``target`` (:mod:`brainviz.attribution`). ``--objective category`` attributes
+the embedding decoders' (semantic, fmri-encoder) evidence for the clip's simulated category instead, against
+prototypes from the training split; the other decoders keep their target objective.
 """
 
 from __future__ import annotations
@@ -31,7 +35,16 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from brainviz.attribution import METHODS, InputCovariance, attribute, decoder_objective, role_recovery_auc
+from brainviz.attribution import (
+    EMBEDDING_DECODERS,
+    METHODS,
+    OBJECTIVES,
+    InputCovariance,
+    attribute,
+    category_prototypes,
+    decoder_objective,
+    role_recovery_auc,
+)
 
 ROLE_OF = {"semantic": "semantic", "fmri-encoder": "semantic", "structure": "structure", "motion": "motion",
            "flow": "motion"}  # fmt: skip
@@ -41,14 +54,16 @@ def decoder_inputs(decoder: str, config: Any, data: Any, split: str, index: np.n
     """What :func:`attribute` and :func:`decoder_objective` need for clips ``index`` of ``split``.
 
     Returns a dict with ``inputs`` (the decoder's fMRI input, as its training stage defines it), ``reference`` (the
-    ground-truth target) and ``first`` (the held-fixed first latent or frame, or None).
+    ground-truth target), ``first`` (the held-fixed first latent or frame, or None) and, for the embedding decoders,
+    ``category`` (the clips' simulated category indices, or None for real data).
     """
     from pipelines.training.decoders.stages import make_stage
 
     s = data.splits[split]
     inputs = make_stage(decoder, config.stages[decoder], data).inputs(split)[index]
-    if decoder in ("semantic", "fmri-encoder"):
-        return {"inputs": inputs, "reference": s.text[index], "first": None}
+    if decoder in EMBEDDING_DECODERS:
+        category = None if s.category is None else s.category[index]
+        return {"inputs": inputs, "reference": s.text[index], "first": None, "category": category}
     if decoder == "structure":
         return {"inputs": inputs, "reference": s.latents[index, 0], "first": None}
     if decoder == "motion":
@@ -63,6 +78,7 @@ def recover(
     roles: np.ndarray,
     *,
     method: str = "pattern",
+    objective: str = "target",
     n_clips: int = 32,
     n_steps: int = 32,
     batch_size: int = 8,
@@ -73,27 +89,48 @@ def recover(
     ----------
     roles : array of shape (n_voxels,), str
         The simulated role of each selected voxel ("none", "structure", "motion", "semantic").
+    objective : {"target", "category"}
+        "category" attributes the embedding decoders' evidence for the clip's category (module docstring); the
+        other decoders keep their target objective. The output's ``objectives`` says which each decoder used. Test
+        clips of a category the training split lacks have no prototype and are left out, for every decoder alike.
 
     Raises
     ------
     FileNotFoundError
         If no decoder has been trained under ``decoders_dir``.
+    ValueError
+        For an unknown objective, or "category" on data without simulated categories.
     """
     from pipelines.models.registry import DECODERS
     from pipelines.training.decoders.stages import make_stage
 
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective: expected one of {list(OBJECTIVES)}, got {objective!r}.")
+    train = data.splits["train"]
+    if objective == "category" and train.category is None:
+        raise ValueError("objective 'category': expected a simulated subject with category labels, got none.")
     decoders_dir = Path(decoders_dir)
     found = [d for d in DECODERS if (decoders_dir / d / "config.json").is_file()]
     if not found:
         raise FileNotFoundError(f"{decoders_dir}: expected trained decoder folders among {list(DECODERS)}, found none.")
     n_test = len(data.splits["test"])
     index = np.unique(np.linspace(0, n_test - 1, min(n_clips, n_test)).round().astype(int))
+    prototypes, seen = None, None
+    if objective == "category":  # prototypes from the training split only, for the categories it has
+        seen = np.unique(train.category)
+        prototypes = category_prototypes(train.text, np.searchsorted(seen, train.category), len(seen))
+        index = index[np.isin(data.splits["test"].category[index], seen)]  # a category never trained on: no prototype
+        if not len(index):
+            raise ValueError(
+                "objective 'category': expected test clips of categories the training split has, got none."
+            )
     out: dict[str, Any] = {
         "simulated": True,
         "split": "test",
         "method": method,
         "n_clips": len(index),
         "n_steps": n_steps if method == "integrated_gradients" else None,
+        "objectives": {d: objective if d in EMBEDDING_DECODERS else "target" for d in found},
         "role_voxels": {r: int((roles == r).sum()) for r in ("structure", "motion", "semantic", "none")},
         "auc": {},
         "mean_abs_delta": {},
@@ -108,8 +145,12 @@ def recover(
         total, deltas, seconds = np.zeros(data.n_voxels), [], 0.0
         for start in tqdm(range(0, len(index), batch_size), desc=f"attribution {name}", leave=False):
             part = decoder_inputs(name, config, data, "test", index[start : start + batch_size])
-            objective = decoder_objective(name, model, part["reference"], first=part["first"])
-            result = attribute(objective, part["inputs"], method, n_steps=n_steps, covariance=covariance)
+            if out["objectives"][name] == "category":
+                labels = np.searchsorted(seen, part["category"])  # positions among the prototypes
+                scalar = decoder_objective(name, model, labels, objective="category", prototypes=prototypes)
+            else:
+                scalar = decoder_objective(name, model, part["reference"], first=part["first"])
+            result = attribute(scalar, part["inputs"], method, n_steps=n_steps, covariance=covariance)
             total += result.voxel_map(absolute=True).sum(axis=0)
             seconds += result.seconds
             if result.delta is not None:
@@ -153,6 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--method", default="pattern", choices=METHODS, help="default: pattern (gradients × training covariance)"
     )
+    parser.add_argument(
+        "--objective",
+        default="target",
+        choices=OBJECTIVES,
+        help="semantic and fmri-encoder: cosine to the target embedding (default) or evidence for the clip's category",
+    )
     parser.add_argument("--n-clips", type=int, default=32, help="evenly spaced test clips (default 32)")
     parser.add_argument("--n-steps", type=int, default=32, help="integrated-gradients steps (default 32)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -165,8 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         data = load_data(config, args.data, args.backbones, args.tier, args.cache_dir)
         roles = voxel_roles(args.data, data.dataset.voxel_grayordinates)
         decoders = args.decoders if args.bundle is None else Path(args.bundle) / "decoders"
-        result = recover(decoders, config, data, roles, method=args.method, n_clips=args.n_clips,
-                         n_steps=args.n_steps)  # fmt: skip
+        result = recover(decoders, config, data, roles, method=args.method, objective=args.objective,
+                         n_clips=args.n_clips, n_steps=args.n_steps)  # fmt: skip
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -177,9 +224,10 @@ def main(argv: list[str] | None = None) -> int:
         f"Simulated subject (not human data): ROC AUC of mean |attribution| ({args.method}) for the decoder's "
         "simulated role."
     )
-    print("| decoder | role | AUC | s / clip |\n|---|---|---|---|")
+    print("| decoder | role | objective | AUC | s / clip |\n|---|---|---|---|---|")
     for name, auc in result["auc"].items():
-        print(f"| {name} | {ROLE_OF[name]} | {auc:.3f} | {result['seconds_per_clip'][name]:.2f} |")
+        used, seconds = result["objectives"][name], result["seconds_per_clip"][name]
+        print(f"| {name} | {ROLE_OF[name]} | {used} | {auc:.3f} | {seconds:.2f} |")
     return 0
 
 

@@ -5,7 +5,14 @@ import pytest
 import torch
 from scipy import stats
 
-from brainviz.attribution import Attribution, InputCovariance, attribute, decoder_objective, role_recovery_auc
+from brainviz.attribution import (
+    Attribution,
+    InputCovariance,
+    attribute,
+    category_prototypes,
+    decoder_objective,
+    role_recovery_auc,
+)
 from pipelines.models.brainnrds import FlowDecoder, FlowDecoderConfig
 from pipelines.models.mind_animator import (
     ConsistencyMotionGenerator,
@@ -212,6 +219,57 @@ def test_structure_objective_is_centred_on_the_output_at_the_baseline():
         x = torch.as_tensor(RNG.standard_normal((1, V)), dtype=torch.float32)
         reference = (2 * (model(x) - centre) + centre).numpy()  # same direction from the centre
     assert decoder_objective("structure", model, reference)(x).item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_category_prototypes_are_centred_class_means():
+    embeddings, categories = RNG.standard_normal((30, 8)), np.arange(30) % 3
+    prototypes = category_prototypes(embeddings, categories, 3)
+    means = np.stack([embeddings[categories == k].mean(axis=0) for k in range(3)])
+    np.testing.assert_allclose(prototypes, means - means.mean(axis=0), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"expected every category 0 to 3 at least once, got \[0, 1, 2\]"):
+        category_prototypes(embeddings, categories, 4)
+    with pytest.raises(
+        ValueError, match=r"expected embeddings \(n, dim\) and categories \(n,\), got \(30, 8\) and \(29,\)"
+    ):
+        category_prototypes(embeddings, categories[:29], 3)
+
+
+@pytest.mark.parametrize("name", ["semantic", "fmri-encoder"])
+def test_category_objective_is_the_log_probability_of_the_category(name):
+    model = tiny_models()[name].eval()
+    with torch.no_grad():
+        model.logit_scale.fill_(np.log(7.0))
+    x, _, _ = case(name)
+    prototypes, categories = RNG.standard_normal((3, 8)), np.array([2, 0])
+    value = decoder_objective(name, model, categories, objective="category", prototypes=prototypes)(
+        torch.as_tensor(x, dtype=torch.float32)
+    )
+    with torch.no_grad():  # independent reference in numpy
+        f = model(torch.as_tensor(x, dtype=torch.float32)).embedding.double().numpy()
+    cos = (f / np.linalg.norm(f, axis=1, keepdims=True)) @ (prototypes / np.linalg.norm(prototypes, axis=1)[:, None]).T
+    logits = 7.0 * cos
+    expected = logits[[0, 1], categories] - np.log(np.exp(logits).sum(axis=1))
+    np.testing.assert_allclose(value.detach().numpy(), expected, rtol=1e-5, atol=1e-6)
+    both = attribute(decoder_objective(name, model, categories, objective="category", prototypes=prototypes), x,
+                     "integrated_gradients", n_steps=4, internal_batch_size=None)  # fmt: skip
+    for i in range(2):  # IG's stacked copies keep each sample's own category
+        one = attribute(decoder_objective(name, model, categories[i : i + 1], objective="category",
+                                          prototypes=prototypes), x[i : i + 1], "integrated_gradients", n_steps=4,
+                        internal_batch_size=None)  # fmt: skip
+        np.testing.assert_allclose(both.values[i], one.values[0], rtol=1e-4, atol=1e-6)
+
+
+def test_category_objective_errors():
+    models, prototypes = tiny_models(), RNG.standard_normal((3, 8))
+    with pytest.raises(ValueError, match=r"objective: expected one of \['target', 'category'\], got 'object'"):
+        decoder_objective("semantic", models["semantic"], np.zeros((1, 8)), objective="object")
+    with pytest.raises(ValueError, match=r"objective 'category': expected one of the embedding decoders .* 'flow'"):
+        decoder_objective("flow", models["flow"], np.zeros(1, int), objective="category", prototypes=prototypes)
+    with pytest.raises(ValueError, match=r"objective 'category': expected prototypes= .* got None"):
+        decoder_objective("semantic", models["semantic"], np.zeros(1, int), objective="category")
+    for bad in (np.array([3]), np.array([-1]), np.zeros((1, 8)), np.array([0.5])):
+        with pytest.raises(ValueError, match=r"objective 'category': expected one category index in 0 to 2 per input"):
+            decoder_objective("semantic", models["semantic"], bad, objective="category", prototypes=prototypes)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

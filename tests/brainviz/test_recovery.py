@@ -31,6 +31,25 @@ def test_recover_scores_every_trained_decoder(trained, tiny_config, tiny_decoder
         assert sum(shares.values()) == pytest.approx(1.0)
 
 
+def test_the_category_objective_applies_to_the_embedding_decoders_only(
+    trained, tiny_config, tiny_decoder_data, tiny_twin
+):
+    roles = recovery.voxel_roles(tiny_twin, tiny_decoder_data.dataset.voxel_grayordinates)
+    result = recovery.recover(trained, tiny_config, tiny_decoder_data, roles, method="saliency", objective="category",
+                              n_clips=3)  # fmt: skip
+    assert result["objectives"] == {"semantic": "category", "structure": "target", "motion": "target",
+                                    "flow": "target", "fmri-encoder": "category"}  # fmt: skip
+    test, seen = tiny_decoder_data.splits["test"], set(tiny_decoder_data.splits["train"].category.tolist())
+    spaced = np.unique(np.linspace(0, len(test) - 1, 3).round().astype(int))
+    assert result["n_clips"] == sum(int(test.category[i]) in seen for i in spaced)  # no prototype: left out
+    target = recovery.recover(trained, tiny_config, tiny_decoder_data, roles, method="saliency", n_clips=3)
+    assert set(target["objectives"].values()) == {"target"}
+    assert target["auc"]["structure"] == result["auc"]["structure"]  # the other decoders are attributed as before
+    assert target["auc"]["semantic"] != result["auc"]["semantic"]
+    with pytest.raises(ValueError, match=r"objective: expected one of \['target', 'category'\], got 'object'"):
+        recovery.recover(trained, tiny_config, tiny_decoder_data, roles, objective="object")
+
+
 def test_cli_prints_json(trained, tiny_twin, tiny_backbones, decoder_cache, capsys):
     argv = ["--decoders", str(trained), "--config", "tiny", "--data", str(tiny_twin), "--backbones",
             str(tiny_backbones[0]), "--cache-dir", str(decoder_cache), "--method", "saliency", "--n-clips", "3",
