@@ -94,10 +94,8 @@ def caption_batches(
     """
     if categories is not None and len(vocabulary) < 2:
         raise ValueError(f"vocabulary: expected at least 2 category names for hard negatives, got {list(vocabulary)}.")
-    if categories is not None and not 1 <= negatives_per_pair <= len(vocabulary) - 1:
-        raise ValueError(
-            f"negatives_per_pair: expected 1 to {len(vocabulary) - 1} (the other categories), got {negatives_per_pair}."
-        )
+    if categories is not None:
+        _check_negatives_per_pair(negatives_per_pair, vocabulary)
     text_ids = np.unique(captions, return_inverse=True)[1]
     tokenizer = demo_tier.clip_tokenizer(config)
 
@@ -122,6 +120,13 @@ def caption_batches(
         return (*batch, tokenizer(negatives))
 
     return sample
+
+
+def _check_negatives_per_pair(negatives_per_pair: int, vocabulary: tuple[str, ...]) -> None:
+    if not 1 <= negatives_per_pair <= len(vocabulary) - 1:
+        raise ValueError(
+            f"negatives_per_pair: expected 1 to {len(vocabulary) - 1} (the other categories), got {negatives_per_pair}."
+        )
 
 
 def clip_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -189,7 +194,13 @@ def middle_frame_embeddings(encoder: ImageTextEncoder, frames: np.ndarray) -> np
 
 
 def retrieval_accuracy(
-    encoder: ImageTextEncoder, frames: np.ndarray, captions: np.ndarray, n_candidates: int, seed: int = 0
+    encoder: ImageTextEncoder,
+    frames: np.ndarray,
+    captions: np.ndarray,
+    n_candidates: int,
+    seed: int = 0,
+    *,
+    images: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Frame → caption retrieval: each clip's middle frame ranks its own caption among ``n_candidates``.
 
@@ -203,6 +214,8 @@ def retrieval_accuracy(
         See :func:`draw_candidates`.
     seed : int
         Seeds the drawing of candidates.
+    images : array of shape (n_clips, embed_dim), optional
+        ``middle_frame_embeddings(encoder, frames)``, when the caller already has them.
 
     Returns
     -------
@@ -211,14 +224,20 @@ def retrieval_accuracy(
         against it).
     """
     texts, candidates = draw_candidates(captions, n_candidates, np.random.default_rng(seed))
-    images = middle_frame_embeddings(encoder, frames)
+    images = middle_frame_embeddings(encoder, frames) if images is None else images
     similarity = np.take_along_axis(images @ encoder.encode_text(texts.tolist()).T, candidates, axis=1)
     rank = (similarity[:, 1:] >= similarity[:, :1]).sum(axis=1)
     return {"top1": float(np.mean(rank == 0)), "top5": float(np.mean(rank < 5))}
 
 
 def category_swap_accuracy(
-    encoder: ImageTextEncoder, frames: np.ndarray, captions: np.ndarray, categories: np.ndarray, vocabulary: tuple
+    encoder: ImageTextEncoder,
+    frames: np.ndarray,
+    captions: np.ndarray,
+    categories: np.ndarray,
+    vocabulary: tuple,
+    *,
+    images: np.ndarray | None = None,
 ) -> float:
     """How often a clip's middle frame prefers its own caption to the same caption with each other category.
 
@@ -232,15 +251,17 @@ def category_swap_accuracy(
     categories : array of shape (n_clips,), int
         Index of each clip's category in ``vocabulary``.
     vocabulary : tuple of str
+    images : array of shape (n_clips, embed_dim), optional
+        ``middle_frame_embeddings(encoder, frames)``, when the caller already has them.
     """
-    images = middle_frame_embeddings(encoder, frames)
-    correct = 0
-    for image, caption, own in zip(images, captions, categories, strict=True):
-        texts = [caption if k == own else swap_category(caption, vocabulary[own], name) for k, name in
-                 enumerate(vocabulary)]  # fmt: skip
-        score = encoder.encode_text(texts) @ image
-        correct += int((score >= score[own]).sum() == 1)
-    return correct / len(captions)
+    images = middle_frame_embeddings(encoder, frames) if images is None else images
+    texts = [caption if k == own else swap_category(caption, vocabulary[own], name)
+             for caption, own in zip(captions, categories, strict=True) for k, name in enumerate(vocabulary)]  # fmt: skip
+    chunks = [encoder.encode_text(texts[i : i + ENCODE_BATCH]) for i in range(0, len(texts), ENCODE_BATCH)]
+    embedded = np.concatenate(chunks)
+    scores = np.einsum("nkd,nd->nk", embedded.reshape(len(captions), len(vocabulary), -1), images)
+    own = scores[np.arange(len(captions)), np.asarray(categories)]
+    return float(np.mean((scores >= own[:, None]).sum(axis=1) == 1))
 
 
 def train_clip(
@@ -301,11 +322,8 @@ def train_clip(
     """
     if selection not in SELECTIONS:
         raise ValueError(f"selection: expected one of {list(SELECTIONS)}, got {selection!r}.")
-    if hard_negatives and not 1 <= negatives_per_pair <= len(data.categories) - 1:
-        raise ValueError(
-            f"negatives_per_pair: expected 1 to {len(data.categories) - 1} (the other categories), "
-            f"got {negatives_per_pair}."
-        )
+    if hard_negatives:  # before the corpus is rendered
+        _check_negatives_per_pair(negatives_per_pair, data.categories)
     start = time.time()
     train_frames, val_frames = data.frames("train"), data.frames("val")
     train_captions, val_captions = data.labels["train"]["caption"], data.labels["val"]["caption"]
@@ -336,11 +354,13 @@ def train_clip(
         encoder = ImageTextEncoder(
             model, tokenizer, arch.clip.image_size, demo_tier.OPENAI_MEAN, demo_tier.OPENAI_STD, "training"
         )
-        top1 = retrieval_accuracy(encoder, val_frames, val_captions, n_val)["top1"]
+        images = middle_frame_embeddings(encoder, val_frames)
+        top1 = retrieval_accuracy(encoder, val_frames, val_captions, n_val, images=images)["top1"]
         if selection == "retrieval":
             return top1, None
         val_categories = data.labels["val"]["category_id"]
-        return top1, category_swap_accuracy(encoder, val_frames, val_captions, val_categories, data.categories)
+        return top1, category_swap_accuracy(encoder, val_frames, val_captions, val_categories, data.categories,
+                                            images=images)  # fmt: skip
 
     def validate(model: torch.nn.Module) -> float:  # the wrapper load_backbone returns, around the training model
         top1, swap = measure(model)
@@ -399,8 +419,10 @@ def evaluate_clip(
     frames, captions = data.frames("test"), data.labels["test"]["caption"]
     draw_candidates(captions, n_candidates, np.random.default_rng(seed))  # fail on n_candidates before loading
     encoder = load_backbone("clip", "demo", backbones_dir, device)
-    scores = retrieval_accuracy(encoder, frames, captions, n_candidates, seed)
-    swap = category_swap_accuracy(encoder, frames, captions, data.labels["test"]["category_id"], data.categories)
+    images = middle_frame_embeddings(encoder, frames)
+    scores = retrieval_accuracy(encoder, frames, captions, n_candidates, seed, images=images)
+    swap = category_swap_accuracy(encoder, frames, captions, data.labels["test"]["category_id"], data.categories,
+                                  images=images)  # fmt: skip
     return {"clip_top1": scores["top1"], "clip_top5": scores["top5"], "clip_chance": 1.0 / n_candidates,
             "clip_n_candidates": n_candidates, "clip_n_clips": len(captions), "clip_category_swap": swap,
             "clip_category_chance": 1.0 / len(data.categories)}  # fmt: skip
