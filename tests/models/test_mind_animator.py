@@ -23,6 +23,7 @@ from pipelines.models.mind_animator import (
     sparse_causal_mask,
     structure_loss,
     symmetric_info_nce,
+    warp_latent,
 )
 
 SEM = SemanticDecoderConfig(n_voxels=20, embed_dim=16, n_blocks=2, head_dims=(32,), n_tokens=4, token_dim=8)
@@ -311,6 +312,61 @@ def test_cmg_predict_delta_adds_the_input_frame():
     torch.testing.assert_close(model(latents, fmri), latents)
 
 
+def test_warp_latent_moves_content_by_the_flow():
+    torch.manual_seed(0)
+    latent = torch.randn(2, 3, 6, 7)
+    zero = torch.zeros(2, 2, 1, 1)
+    torch.testing.assert_close(warp_latent(latent, zero), latent)
+    right_down = torch.tensor([1.0, 2.0]).view(1, 2, 1, 1).repeat(2, 1, 1, 1)  # 1 px right, 2 px down
+    moved = warp_latent(latent, right_down)
+    torch.testing.assert_close(moved[..., 2:, 1:], latent[..., :-2, :-1])  # out(p) = latent(p - flow)
+    torch.testing.assert_close(moved[..., :2, 1:], latent[..., :1, :-1].expand(-1, -1, 2, -1))  # border padding
+    # a half-pixel shift averages neighbours (bilinear); a grid flow that is constant equals the global flow
+    half = warp_latent(latent, torch.tensor([0.5, 0.0]).view(1, 2, 1, 1).repeat(2, 1, 1, 1))
+    torch.testing.assert_close(half[..., 1:], 0.5 * (latent[..., 1:] + latent[..., :-1]))
+    torch.testing.assert_close(warp_latent(latent, right_down.repeat(1, 1, 3, 3)), moved)
+    # a 2 x 2 grid: the flow is interpolated between corner vectors (left column still, right column 1 px right)
+    grid = torch.zeros(2, 2, 2, 2)
+    grid[:, 0, :, 1] = 1.0
+    out = warp_latent(latent, grid)
+    torch.testing.assert_close(out[..., 0], latent[..., 0])
+    torch.testing.assert_close(out[..., -1], latent[..., -2])
+    with pytest.raises(ValueError, match=r"latent: expected \(batch, channels, h, w\), got shape \(3, 6, 7\)"):
+        warp_latent(latent[0], zero)
+    with pytest.raises(ValueError, match=r"flow: expected \(2, 2, g, g\), got shape \(2, 2, 1, 2\)"):
+        warp_latent(latent, torch.zeros(2, 2, 1, 2))
+
+
+def test_cmg_warp_starts_as_the_identity_and_learns_a_velocity():
+    torch.manual_seed(0)
+    config = replace(CMG_NO_DROPOUT, latent_shape=(2, 8, 8), warp_grid=1)
+    model = ConsistencyMotionGenerator(config).eval()
+    torch.nn.init.zeros_(model.out.weight)  # the decoded change is 0: only the warp remains, at first the identity
+    torch.nn.init.zeros_(model.out.bias)
+    latents, fmri = torch.randn(4, 5, 2, 8, 8), torch.randn(4, 20)
+    torch.testing.assert_close(model(latents, fmri), latents)
+    # smooth patterns drifting by +0.5 px per frame, rightwards for the first two clips and leftwards for the others
+    xs = torch.arange(8.0)
+    speed = torch.tensor([0.5, 0.5, -0.5, -0.5])
+    video = torch.stack(
+        [torch.sin((xs - speed[:, None] * t) * 0.7)[:, None, None, :].expand(4, 2, 8, 8) for t in range(6)], dim=1
+    )
+    fmri = torch.zeros(4, 20)
+    fmri[:, 0] = speed * 4  # the fMRI says which way
+    model.train()
+    optimiser = torch.optim.Adam(model.flow.parameters(), lr=0.02)
+    for _ in range(150):
+        optimiser.zero_grad()
+        consistency_loss(model(video[:, :-1], fmri), video[:, 1:]).backward()
+        optimiser.step()
+    model.eval()
+    loss = consistency_loss(model(video[:, :-1], fmri), video[:, 1:]).item()
+    still = consistency_loss(video[:, :-1], video[:, 1:]).item()
+    flipped = consistency_loss(model(video[:, :-1], -fmri), video[:, 1:]).item()
+    assert loss < 0.25 * still  # what enters at the border cannot be warped in
+    assert flipped > 2 * loss  # the velocity comes from the fMRI
+
+
 def test_cmg_draws_a_new_training_mask_each_call():
     torch.manual_seed(0)
     model = ConsistencyMotionGenerator(CMG_NO_DROPOUT).train()
@@ -359,6 +415,8 @@ def test_cmg_errors():
         ConsistencyMotionGenerator(MotionGeneratorConfig(**{**CMG.__dict__, "n_frames": 1}))
     with pytest.raises(ValueError, match=r"train_keep_prob: expected a probability in \[0, 1\], got 2.0"):
         ConsistencyMotionGenerator(MotionGeneratorConfig(**{**CMG.__dict__, "train_keep_prob": 2.0}))
+    with pytest.raises(ValueError, match=r"warp_grid: expected an integer >= 0 \(0 = no warp\), got -1"):
+        ConsistencyMotionGenerator(MotionGeneratorConfig(**{**CMG.__dict__, "warp_grid": -1}))
     with pytest.raises(ValueError, match=r"latent_shape: expected 3 positive sizes \(channels, h, w\), got \(2, 4\)"):
         ConsistencyMotionGenerator(MotionGeneratorConfig(**{**CMG.__dict__, "latent_shape": (2, 4)}))
     model = ConsistencyMotionGenerator(CMG).eval()

@@ -47,6 +47,7 @@ class MotionTraining:
 
     sparsify: float = 0.0  # the code does not sparsify the CMG's fMRI
     l1_weight: float = 0.0  # code: 6e-7 decaying per epoch
+    flow_weight: float = 0.0  # weight of the warp flow's MSE to the RAFT flow; needs model.warp_grid > 0 (not in code)
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ class DecoderData:
     splits: dict[str, DecoderSplit]
     centre: int  # index of the clip's own (HRF-shifted) volume inside the window
     teachers: str  # names of the teacher backbones, for run metadata
+    flow_stride: int = 2  # clip frames between the two frames of each teacher flow in ``flows``
 
     @property
     def n_voxels(self) -> int:
@@ -158,4 +159,4 @@ def load_decoder_data(
             direction=None if labels is None else labels["direction_bin"],
         )
     teachers = f"{clip.name}|{vae.name}|{raft.name}"
-    return DecoderData(dataset, splits, centre=data_config.hrf.before, teachers=teachers)
+    return DecoderData(dataset, splits, centre=data_config.hrf.before, teachers=teachers, flow_stride=flow_stride)

@@ -9,9 +9,13 @@ through :meth:`Stage.predict`.
 |---|---|---|---|---|
 | semantic | Mind-Animator ``SemanticDecoder`` | clip volume | CLIP text / video embedding, text tokens | mean caption rank |
 | structure | Mind-Animator ``StructureDecoder`` | clip volume | first-frame VAE latent | latent MSE |
-| motion | Mind-Animator ``ConsistencyMotionGenerator`` | clip volume + first latent | latents of frames 1… | generated MSE |
+| motion | Mind-Animator ``ConsistencyMotionGenerator`` | clip volume + first latent | latents of frames 1… (+ RAFT flow) | generated MSE |
 | flow | BrainNRDS ``FlowDecoder`` | 5-TR window + first frame | RAFT flow on the grid | EPE (grid pixels) |
 | fmri-encoder | NeuroCine ``FMRIEncoder`` | 3-TR window | CLIP embeddings, text tokens | mean caption rank |
+
+With ``motion.model.warp_grid`` > 0 the motion generator warps each frame by a flow it decodes from the fMRI, and
+``motion.train.flow_weight`` > 0 supervises that flow with the clip's mean RAFT flow per warp cell
+(:meth:`MotionStage.teacher_warp`), as BrainNRDS supervises its flow decoder; the reference CMG has neither.
 """
 
 from __future__ import annotations
@@ -275,20 +279,43 @@ class MotionStage(Stage):
             latent_shape=tuple(int(x) for x in latents.shape[2:]),
             n_frames=int(latents.shape[1]),
         )
+        if self.config.train.flow_weight < 0:
+            raise ValueError(f"motion.train.flow_weight: expected >= 0, got {self.config.train.flow_weight}.")
+        if self.config.train.flow_weight > 0 and not model.warp_grid:
+            raise ValueError(
+                f"motion.train.flow_weight: expected 0 without a warp (motion.model.warp_grid = 0), got "
+                f"{self.config.train.flow_weight}."
+            )
         return ConsistencyMotionGenerator(model)
 
     def inputs(self, split: str) -> np.ndarray:
         return self.data.volume(split)
 
+    def teacher_warp(self, split: str, index: np.ndarray) -> torch.Tensor:
+        """The teacher flow as the CMG's warp target: (n, 2, g, g) in latent pixels per frame.
+
+        The mean of the clip's RAFT flows (grid pixels per ``flow_stride`` frames), averaged over each of the g × g
+        cells and converted to latent pixels per frame.
+        """
+        flows = _tensor(self.data.splits[split].flows, index)  # (n, n_flows, 2, grid, grid)
+        latent_width = self.train_split.latents.shape[-1]
+        per_frame = flows.mean(dim=1) * (latent_width / flows.shape[-1]) / self.data.flow_stride
+        return F.adaptive_avg_pool2d(per_frame, self.config.model.warp_grid)
+
     def batch(self, split, index):
-        return _tensor(self.inputs(split), index), _tensor(self.data.splits[split].latents, index)
+        fmri, latents = _tensor(self.inputs(split), index), _tensor(self.data.splits[split].latents, index)
+        if self.config.train.flow_weight > 0:
+            return fmri, latents, self.teacher_warp(split, index)
+        return fmri, latents
 
     def loss(self, model, batch):
-        fmri, latents = batch
+        fmri, latents = batch[:2]
         t = self.config.train
         if t.sparsify > 0:
             fmri = sparsify(fmri, t.sparsify)
         loss = consistency_loss(model(latents[:, :-1], fmri), latents[:, 1:])
+        if t.flow_weight > 0:
+            loss = loss + t.flow_weight * F.mse_loss(unwrap(model).clip_flow(fmri), batch[2])
         return loss + t.l1_weight * l1_weight_penalty(unwrap(model)) if t.l1_weight > 0 else loss
 
     def predict(self, model: ConsistencyMotionGenerator, fmri: np.ndarray, first: np.ndarray) -> np.ndarray:

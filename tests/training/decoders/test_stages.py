@@ -1,0 +1,64 @@
+"""pipelines.training.decoders.stages: the motion stage's warp-flow target and loss (the other stages train in
+test_train.py)."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pipelines.training.decoders.stages import make_stage
+
+
+def _motion(tiny_config, warp_grid: int, flow_weight: float):
+    settings = tiny_config.stages["motion"]
+    return replace(
+        settings,
+        model=replace(settings.model, warp_grid=warp_grid, dropout=0.0, attn_dropout=0.0, fmri_dropout=0.0),
+        train=replace(settings.train, flow_weight=flow_weight),
+    )
+
+
+def test_teacher_warp_is_the_mean_flow_per_cell_in_latent_pixels_per_frame(tiny_config, tiny_decoder_data):
+    data = tiny_decoder_data
+    stage = make_stage("motion", _motion(tiny_config, 2, 1.0), data)
+    index = np.arange(3)
+    got = stage.teacher_warp("train", index).numpy()
+    flows = data.splits["train"].flows[index].astype(np.float64)  # (n, n_flows, 2, grid, grid), grid px per stride
+    grid, latent_width = flows.shape[-1], data.splits["train"].latents.shape[-1]
+    half = grid // 2
+    expected = np.zeros((3, 2, 2, 2))
+    for i in range(2):  # numpy reference: mean over flows and over each quarter of the grid
+        for j in range(2):
+            cell = flows[..., i * half : (i + 1) * half, j * half : (j + 1) * half]
+            expected[:, :, i, j] = cell.mean(axis=(1, 3, 4))
+    expected *= latent_width / grid / data.flow_stride
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert stage.batch("train", index)[2].shape == (3, 2, 2, 2)
+    assert len(make_stage("motion", _motion(tiny_config, 2, 0.0), data).batch("train", index)) == 2
+
+
+def test_flow_weight_adds_the_warp_flow_error_to_the_loss(tiny_config, tiny_decoder_data):
+    torch.manual_seed(0)
+    weighted = make_stage("motion", _motion(tiny_config, 1, 3.0), tiny_decoder_data)
+    plain = make_stage("motion", _motion(tiny_config, 1, 0.0), tiny_decoder_data)
+    model = weighted.build().eval()  # eval: the inference mask, so both losses see the same attention
+    torch.nn.init.normal_(model.flow.weight, std=0.01)
+    index = np.arange(4)
+    batch = weighted.batch("train", index)
+    extra = F.mse_loss(model.clip_flow(batch[0]), batch[2])
+    assert extra > 0
+    torch.testing.assert_close(weighted.loss(model, batch), plain.loss(model, batch[:2]) + 3.0 * extra)
+
+
+@pytest.mark.parametrize(
+    ("warp_grid", "flow_weight", "message"),
+    [
+        (0, 1.0, r"motion.train.flow_weight: expected 0 without a warp \(motion.model.warp_grid = 0\), got 1.0"),
+        (1, -1.0, "motion.train.flow_weight: expected >= 0, got -1.0"),
+    ],
+)
+def test_flow_weight_errors(tiny_config, tiny_decoder_data, warp_grid, flow_weight, message):
+    with pytest.raises(ValueError, match=message):
+        make_stage("motion", _motion(tiny_config, warp_grid, flow_weight), tiny_decoder_data).build()
