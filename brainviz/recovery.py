@@ -19,9 +19,12 @@ decoder's training inputs (:class:`brainviz.attribution.InputCovariance`; Haufe 
 integrated gradients are a backward model's weights, which need not be large where the information is; ``--method
 saliency`` or ``integrated_gradients`` scores them instead (README, "brainviz", has all three).
 
-The default objective is each decoder's ``target`` (:mod:`brainviz.attribution`). ``--objective category`` attributes
-the embedding decoders' (semantic, fmri-encoder) evidence for the clip's simulated category instead, against
-prototypes from the training split; the other decoders keep their target objective.
+The embedding decoders (semantic, fmri-encoder) are asked by default about the clip's simulated category
+(``objective="category"``): their evidence for it, against prototypes from the training split. The simulator's
+semantic role is category tuning, while a caption embedding also names the colour, the direction and the camera,
+which the structure and motion voxels carry; attributing the cosine to the whole target embedding
+(``--objective target``) mixes those in (README, "brainviz"). The other decoders always use their ``target``
+objective (:mod:`brainviz.attribution`).
 """
 
 from __future__ import annotations
@@ -78,7 +81,7 @@ def recover(
     roles: np.ndarray,
     *,
     method: str = "pattern",
-    objective: str = "target",
+    objective: str = "category",
     n_clips: int = 32,
     n_steps: int = 32,
     batch_size: int = 8,
@@ -89,9 +92,10 @@ def recover(
     ----------
     roles : array of shape (n_voxels,), str
         The simulated role of each selected voxel ("none", "structure", "motion", "semantic").
-    objective : {"target", "category"}
-        "category" attributes the embedding decoders' evidence for the clip's category (module docstring); the
-        other decoders keep their target objective. The output's ``objectives`` says which each decoder used. Test
+    objective : {"category", "target"}
+        "category" (default) attributes the embedding decoders' evidence for the clip's category (module
+        docstring), "target" their cosine to the target embedding; the other decoders always use their target
+        objective. The output's ``objectives`` says which each decoder used. Test
         clips of a category the training split lacks have no prototype and are left out, for every decoder alike.
 
     Raises
@@ -196,9 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--objective",
-        default="target",
+        default="category",
         choices=OBJECTIVES,
-        help="semantic and fmri-encoder: cosine to the target embedding (default) or evidence for the clip's category",
+        help="semantic and fmri-encoder: evidence for the clip's simulated category (default) or cosine to the "
+        "target embedding",
     )
     parser.add_argument("--n-clips", type=int, default=32, help="evenly spaced test clips (default 32)")
     parser.add_argument("--n-steps", type=int, default=32, help="integrated-gradients steps (default 32)")

@@ -22,7 +22,8 @@ def test_voxel_roles_follow_the_simulated_tuning(tiny_twin, tiny_decoder_data):
 @pytest.mark.parametrize("method", ["saliency", "integrated_gradients", "pattern"])
 def test_recover_scores_every_trained_decoder(trained, tiny_config, tiny_decoder_data, tiny_twin, method):
     roles = recovery.voxel_roles(tiny_twin, tiny_decoder_data.dataset.voxel_grayordinates)
-    result = recovery.recover(trained, tiny_config, tiny_decoder_data, roles, method=method, n_clips=4, n_steps=4)
+    result = recovery.recover(trained, tiny_config, tiny_decoder_data, roles, method=method, objective="target",
+                              n_clips=4, n_steps=4)  # fmt: skip
     assert set(result["auc"]) == {"semantic", "structure", "motion", "flow", "fmri-encoder"}
     assert all(0.0 <= v <= 1.0 for v in result["auc"].values())
     assert result["simulated"] and result["n_clips"] == 4 and result["method"] == method
@@ -31,18 +32,18 @@ def test_recover_scores_every_trained_decoder(trained, tiny_config, tiny_decoder
         assert sum(shares.values()) == pytest.approx(1.0)
 
 
-def test_the_category_objective_applies_to_the_embedding_decoders_only(
+def test_the_category_objective_is_the_default_and_applies_to_the_embedding_decoders_only(
     trained, tiny_config, tiny_decoder_data, tiny_twin
 ):
     roles = recovery.voxel_roles(tiny_twin, tiny_decoder_data.dataset.voxel_grayordinates)
-    result = recovery.recover(trained, tiny_config, tiny_decoder_data, roles, method="saliency", objective="category",
-                              n_clips=3)  # fmt: skip
+    result = recovery.recover(trained, tiny_config, tiny_decoder_data, roles, method="saliency", n_clips=3)
     assert result["objectives"] == {"semantic": "category", "structure": "target", "motion": "target",
                                     "flow": "target", "fmri-encoder": "category"}  # fmt: skip
     test, seen = tiny_decoder_data.splits["test"], set(tiny_decoder_data.splits["train"].category.tolist())
     spaced = np.unique(np.linspace(0, len(test) - 1, 3).round().astype(int))
     assert result["n_clips"] == sum(int(test.category[i]) in seen for i in spaced)  # no prototype: left out
-    target = recovery.recover(trained, tiny_config, tiny_decoder_data, roles, method="saliency", n_clips=3)
+    target = recovery.recover(trained, tiny_config, tiny_decoder_data, roles, method="saliency", objective="target",
+                              n_clips=3)  # fmt: skip
     assert set(target["objectives"].values()) == {"target"}
     assert target["auc"]["structure"] == result["auc"]["structure"]  # the other decoders are attributed as before
     assert target["auc"]["semantic"] != result["auc"]["semantic"]
@@ -53,10 +54,11 @@ def test_the_category_objective_applies_to_the_embedding_decoders_only(
 def test_cli_prints_json(trained, tiny_twin, tiny_backbones, decoder_cache, capsys):
     argv = ["--decoders", str(trained), "--config", "tiny", "--data", str(tiny_twin), "--backbones",
             str(tiny_backbones[0]), "--cache-dir", str(decoder_cache), "--method", "saliency", "--n-clips", "3",
-            "--json"]  # fmt: skip
+            "--objective", "target", "--json"]  # fmt: skip
     assert recovery.main(argv) == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result["auc"]) == set(recovery.ROLE_OF) and result["n_clips"] == 3
+    assert result["objectives"]["semantic"] == "target"
 
 
 def test_cli_reads_a_bundles_decoders_with_the_pattern_method_by_default(
@@ -70,6 +72,7 @@ def test_cli_reads_a_bundles_decoders_with_the_pattern_method_by_default(
     assert recovery.main(argv) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["method"] == "pattern" and set(result["auc"]) == set(recovery.ROLE_OF)
+    assert result["objectives"]["semantic"] == "category" and result["objectives"]["structure"] == "target"
 
 
 def test_cli_errors(trained, tiny_twin, tiny_backbones, decoder_cache, tmp_path, capsys):
