@@ -167,3 +167,44 @@ def one_thread():
 def tiny_pipeline():
     """One tiny random pipeline per session (its call is stateless)."""
     return build_tiny_pipeline()
+
+
+def write_tiny_bundle(directory, n_clips: int = 4, seed: int = 0):
+    """A bundle folder of the tiny random pipeline with ``n_clips`` test clips, whose voxels lie in early visual
+    cortex (so an ``early_visual`` lesion reaches all of them and other groups none)."""
+    import json
+
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    from brainviz.rois import group_masks
+    from pipelines.reconstruct import TEST_CLIPS
+
+    pipeline = build_tiny_pipeline(seed)
+    rng = np.random.default_rng(seed + 1000)  # not the pipeline's stream: clip 0 would equal its mean fMRI
+    n_voxels = pipeline.info.n_voxels
+    early = np.flatnonzero(group_masks()["early_visual"])
+    grayordinates = np.sort(rng.choice(early, n_voxels, replace=False)).astype(np.int64)
+    pipeline.constants["voxel_grayordinates"] = torch.from_numpy(grayordinates)
+    pipeline.voxel_grayordinates = grayordinates
+    pipeline.save_pretrained(directory)
+    fmri = rng.normal(size=(n_clips, pipeline.info.window, n_voxels)).astype(np.float32)
+    flow = pipeline(fmri[:1]).flow
+    tensors = {
+        "fmri": torch.from_numpy(fmri),
+        "frames": torch.from_numpy(rng.integers(0, 256, (n_clips, 4, 16, 16, 3), dtype=np.uint8)),
+        "text": torch.from_numpy(rng.normal(size=(n_clips, 8)).astype(np.float32)),
+        "flows": torch.from_numpy(rng.normal(size=(n_clips, *flow.shape[1:])).astype(np.float32)),
+        "category": torch.arange(n_clips) % 3,
+        "direction": torch.arange(n_clips) % 2,
+    }
+    captions = [f"a tiny clip number {i}" for i in range(n_clips)]
+    save_file(tensors, str(directory / TEST_CLIPS), metadata={"captions": json.dumps(captions)})
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+    """A tiny bundle folder on disk (random weights, 4 test clips, simulated)."""
+    return write_tiny_bundle(tmp_path_factory.mktemp("tiny-bundle"))
