@@ -149,7 +149,8 @@ def build_demo(workbench: Workbench) -> gr.Blocks:
         gr.Markdown("## Cortical maps")
         with gr.Row():
             map_label = gr.Dropdown(list(MAPS), value=next(iter(MAPS)), label="map")
-            decoder = gr.Dropdown(workbench.decoders, value=workbench.decoders[0], label="decoder")
+            first = "semantic" if "semantic" in workbench.decoders else workbench.decoders[0]
+            decoder = gr.Dropdown(workbench.decoders, value=first, label="decoder")
             space = gr.Dropdown(list(SPACES), value=next(iter(SPACES)), label="surface")
             view = gr.Dropdown(["lateral", "medial", "ventral", "posterior"], value="lateral", label="view")
             show = gr.Button("Show map")

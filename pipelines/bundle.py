@@ -129,6 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--renderer", help="an inflated renderer with trained temporal layers (default: untrained)")
     parser.add_argument("--out", required=True, help="the bundle folder to write")
     parser.add_argument("--n-test", type=int, help="test clips to include (default: all)")
+    parser.add_argument(
+        "--weights-dtype",
+        choices=("float32", "float16"),
+        default="float32",
+        help="precision of the stored model weights (float16: half the size; computation stays float32)",
+    )
     args = parse_data_arguments(parser, argv)
     try:
         if args.tier != "demo":
@@ -139,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         data = load_data(config, args.data, args.backbones, args.tier, args.cache_dir)
         stride = config.stages["flow"].train.stride
         pipeline = build_pipeline(data, args.decoders, args.backbones, stride, args.renderer)
-        pipeline.save_pretrained(args.out)
+        pipeline.save_pretrained(args.out, weights_dtype=args.weights_dtype)
         path = save_test_clips(data, args.out, args.n_test)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -57,6 +57,7 @@ ABLATIONS = ("semantic", "structure", "motion", "flow", "dependent_noise")
 N_GRAYORDINATES = 91282  # HCP fsLR-32k CIFTI: cortex + subcortex
 BUNDLE_FORMAT = 1
 BUNDLE_JSON, CONSTANTS, TEST_CLIPS = "bundle.json", "constants.safetensors", "test_clips.safetensors"
+WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16}  # how a bundle stores its model weights
 
 
 @dataclass(frozen=True)
@@ -253,14 +254,29 @@ class VideoReconstructionPipeline:
             module.to(device)
         return self
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write the bundle: ``bundle.json``, ``constants.safetensors``, ``decoders/``, ``renderer/``, ``vae/``."""
+    def save_pretrained(self, directory: str | Path, weights_dtype: str = "float32") -> Path:
+        """Write the bundle: ``bundle.json``, ``constants.safetensors``, ``decoders/``, ``renderer/``, ``vae/``.
+
+        ``weights_dtype="float16"`` stores the models' floating-point weights at half precision (half the size; a
+        shipped bundle must stay small). :meth:`from_pretrained` computes in float32 either way. The constants stay
+        float32.
+        """
+        if weights_dtype not in WEIGHT_DTYPES:
+            raise ValueError(f"weights_dtype: expected one of {list(WEIGHT_DTYPES)}, got {weights_dtype!r}.")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+
+        def stored(module: torch.nn.Module) -> torch.nn.Module:
+            if weights_dtype == "float32":
+                return module
+            import copy
+
+            return copy.deepcopy(module).to(WEIGHT_DTYPES[weights_dtype])  # integer buffers keep their dtype
+
         for name, module in self.decoders.items():
-            module.save_pretrained(directory / "decoders" / name)
-        self.renderer.save_pretrained(directory / "renderer")
-        self.vae.save_pretrained(directory / "vae", safe_serialization=True)
+            stored(module).save_pretrained(directory / "decoders" / name)
+        stored(self.renderer).save_pretrained(directory / "renderer")
+        stored(self.vae).save_pretrained(directory / "vae", safe_serialization=True)
         save_file({k: v.contiguous().cpu() for k, v in self.constants.items()}, directory / CONSTANTS)
         manifest = {
             "format": BUNDLE_FORMAT,
@@ -268,6 +284,7 @@ class VideoReconstructionPipeline:
             "info": asdict(self.info),
             "reconstruction": asdict(self.config),
             "decoders": sorted(self.decoders),
+            "weights_dtype": weights_dtype,
         }
         if self.tuning is not None:
             manifest["tuning"] = self.tuning
@@ -303,14 +320,17 @@ class VideoReconstructionPipeline:
         if unknown:
             raise ValueError(f"overrides: expected ReconstructionConfig fields, got unknown {unknown}.")
         config = replace(config, **overrides)
-        decoders = {
+        stored = manifest.get("weights_dtype", "float32")
+        if stored not in WEIGHT_DTYPES:
+            raise ValueError(f"{path}: expected weights_dtype one of {list(WEIGHT_DTYPES)}, got {stored!r}.")
+        decoders = {  # loading into float32 modules casts half-precision weights up
             name: DECODERS[name].from_pretrained(directory / "decoders" / name, device) for name in manifest["decoders"]
         }
-        renderer = VideoUNet.from_pretrained(directory / "renderer", device=device)
+        renderer = VideoUNet.from_pretrained(directory / "renderer", device=device).float()
         vae_dir = directory / "vae"
         if not vae_dir.is_dir():
             raise FileNotFoundError(f"{vae_dir} does not exist; expected the bundle's VAE (diffusers AutoencoderKL).")
-        vae = AutoencoderKL.from_pretrained(vae_dir).to(device)
+        vae = AutoencoderKL.from_pretrained(vae_dir, torch_dtype=torch.float32).to(device)
         constants_path = directory / CONSTANTS
         if not constants_path.is_file():
             raise FileNotFoundError(f"{constants_path} does not exist; expected the bundle's constants.")

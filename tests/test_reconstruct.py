@@ -214,6 +214,36 @@ def test_a_bundle_round_trip_reproduces_the_frames(tiny_pipeline, fmri, tmp_path
     assert faster.config.num_inference_steps == 5
 
 
+def test_a_half_precision_bundle_is_half_the_size_and_computes_in_float32(tiny_pipeline, fmri, tmp_path):
+    from safetensors import safe_open
+
+    full, half = tmp_path / "full", tmp_path / "half"
+    tiny_pipeline.save_pretrained(full)
+    tiny_pipeline.save_pretrained(half, weights_dtype="float16")
+
+    def size(folder):
+        return sum(p.stat().st_size for p in folder.rglob("*.safetensors") if p.name != "constants.safetensors")
+
+    assert 0.45 < size(half) / size(full) < 0.6  # headers and integer buffers do not halve
+    with safe_open(str(half / "decoders" / "semantic" / "model.safetensors"), framework="pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}  # noqa: SIM118
+    loaded = VideoReconstructionPipeline.from_pretrained(half)
+    assert json.loads((half / "bundle.json").read_text())["weights_dtype"] == "float16"
+    modules = [*loaded.decoders.values(), loaded.renderer, loaded.vae]
+    assert {p.dtype for m in modules for p in m.parameters()} == {torch.float32}
+    # the weights are the float32 ones rounded to half precision, nothing else
+    for name, module in loaded.decoders.items():
+        for (key, p), q in zip(
+            module.state_dict().items(), tiny_pipeline.decoders[name].state_dict().values(), strict=True
+        ):
+            expected = q.half().to(q.dtype) if q.is_floating_point() else q
+            torch.testing.assert_close(p, expected, rtol=0, atol=0, msg=f"{name}.{key}")
+    out, ref = loaded(fmri), tiny_pipeline(fmri)
+    assert np.abs(out.frames.astype(int) - ref.frames).mean() < 3  # same video up to half-precision rounding
+    with pytest.raises(ValueError, match=r"weights_dtype: expected one of \['float32', 'float16'\], got 'int8'"):
+        tiny_pipeline.save_pretrained(tmp_path / "bad", weights_dtype="int8")
+
+
 def test_from_pretrained_errors(tiny_pipeline, tmp_path):
     with pytest.raises(FileNotFoundError, match="bundle.json does not exist"):
         VideoReconstructionPipeline.from_pretrained(tmp_path)
