@@ -13,16 +13,19 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors.torch import save_file
 
+from pipelines.evaluation.evaluate import write_json
 from pipelines.features.backbones import load_backbone
 from pipelines.models.registry import DECODERS
 from pipelines.models.video_unet import VideoUNet, inflate_unet
 from pipelines.reconstruct import (
+    BUNDLE_JSON,
     TEST_CLIPS,
     BundleInfo,
     ReconstructionConfig,
@@ -122,6 +125,30 @@ def save_test_clips(data: DecoderData, directory: str | Path, n_test: int | None
     return path
 
 
+def git_revision() -> dict[str, Any]:
+    """The repository's commit and whether the work tree had changes (``None`` outside a git checkout)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return {"git_revision": None, "git_dirty": None}
+    return {"git_revision": rev.stdout.strip(), "git_dirty": bool(status.stdout.strip())}
+
+
+def record_command(directory: str | Path, command: str, argv: list[str]) -> Path:
+    """Append ``python -m pipelines COMMAND ARGS`` to ``bundle.json``'s ``provenance`` with the code's revision."""
+    import shlex
+
+    path = Path(directory) / BUNDLE_JSON
+    manifest = json.loads(path.read_text())
+    provenance = manifest.setdefault("provenance", {"commands": []})
+    provenance["commands"].append({"command": f"python -m pipelines {command} " + shlex.join(argv), **git_revision()})
+    return write_json(path, manifest, indent=2)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines build-bundle", description=__doc__.split("\n\n")[0])
     add_data_arguments(parser)
@@ -147,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         pipeline = build_pipeline(data, args.decoders, args.backbones, stride, args.renderer)
         pipeline.save_pretrained(args.out, weights_dtype=args.weights_dtype)
         path = save_test_clips(data, args.out, args.n_test)
+        record_command(args.out, "build-bundle", sys.argv[1:] if argv is None else argv)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

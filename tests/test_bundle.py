@@ -34,6 +34,16 @@ def test_the_bundle_opens_and_reconstructs_its_test_clips(built_bundle, tiny_dec
     assert sorted(pipeline.decoders) == ["flow", "fmri-encoder", "motion", "semantic", "structure"]
 
 
+def test_bundle_json_records_the_command_and_the_revision(built_bundle):  # noqa: F811
+    manifest = json.loads((built_bundle / "bundle.json").read_text())
+    (entry,) = manifest["provenance"]["commands"]
+    assert entry["command"].startswith("python -m pipelines build-bundle --config tiny --data ")
+    assert entry["command"].endswith("--n-test 4")
+    revision = bundle.git_revision()
+    assert entry["git_revision"] == revision["git_revision"] and isinstance(entry["git_dirty"], (bool, type(None)))
+    assert manifest["weights_dtype"] == "float32"
+
+
 def test_the_constants_come_from_the_training_split(built_bundle, tiny_decoder_data):  # noqa: F811
     pipeline = VideoReconstructionPipeline.from_pretrained(built_bundle)
     train = tiny_decoder_data.splits["train"]

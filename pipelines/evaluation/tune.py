@@ -238,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
             args.bundle, clips, grid, args.objective, args.protocol, args.backbones, args.out, args.tier,
             args.batch_size, write=not args.dry_run,
         )  # fmt: skip
+        if not args.dry_run:
+            from pipelines.bundle import record_command
+
+            record_command(args.bundle, "tune-bundle", sys.argv[1:] if argv is None else argv)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
