@@ -126,13 +126,20 @@ def save_test_clips(data: DecoderData, directory: str | Path, n_test: int | None
 
 
 def git_revision() -> dict[str, Any]:
-    """The repository's commit and whether the work tree had changes (``None`` outside a git checkout)."""
+    """The repository's commit and whether tracked files had changes (``None`` outside a git checkout); untracked
+    files, such as a bundle being written into the repository, do not count."""
     import subprocess
 
     root = Path(__file__).resolve().parents[1]
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        status = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True)
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     except (OSError, subprocess.CalledProcessError):
         return {"git_revision": None, "git_dirty": None}
     return {"git_revision": rev.stdout.strip(), "git_dirty": bool(status.stdout.strip())}
