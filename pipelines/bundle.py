@@ -30,6 +30,7 @@ from pipelines.reconstruct import (
     BundleInfo,
     ReconstructionConfig,
     VideoReconstructionPipeline,
+    seal_bundle,
 )
 from pipelines.training.decoders.config import load_decoders_config
 from pipelines.training.decoders.data import DecoderData
@@ -181,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         pipeline = build_pipeline(data, args.decoders, args.backbones, stride, args.renderer)
         pipeline.save_pretrained(args.out, weights_dtype=args.weights_dtype)
         path = save_test_clips(data, args.out, args.n_test)
+        seal_bundle(args.out)  # SHA-256 of every file; from_pretrained checks them
         record_command(args.out, "build-bundle", sys.argv[1:] if argv is None else argv)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

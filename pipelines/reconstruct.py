@@ -18,7 +18,8 @@ training latent; motion off → the first frame repeated; flow off → no flow b
 A lesion sets the voxels of chosen grayordinates to their training mean before anything is decoded.
 
 A bundle folder (``save_pretrained`` / ``from_pretrained``) holds everything the pipeline needs and nothing else:
-``bundle.json``, ``constants.safetensors`` (voxel → grayordinate map, training-mean fMRI window, empty-caption tokens,
+``bundle.json`` (configs, provenance and, once sealed by ``build-bundle``, the SHA-256 of every other file, checked
+on opening), ``constants.safetensors (voxel → grayordinate map, training-mean fMRI window, empty-caption tokens,
 mean training latent), ``decoders/<stage>/``, ``renderer/`` (the inflated UNet) and ``vae/``.
 """
 
@@ -191,6 +192,63 @@ def load_bundle_clips(directory: str | Path) -> BundleClips:
     )
 
 
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def seal_bundle(directory: str | Path) -> dict[str, str]:
+    """Record the SHA-256 of every file of a bundle except ``bundle.json`` in its ``files`` entry.
+
+    :meth:`VideoReconstructionPipeline.from_pretrained` then refuses a bundle whose listed files are missing or
+    altered. ``build-bundle`` seals the bundle once its test clips are written.
+    """
+    directory = Path(directory)
+    path = directory / BUNDLE_JSON
+    manifest = json.loads(path.read_text())
+    files = {
+        p.relative_to(directory).as_posix(): file_sha256(p)
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p != path and not p.name.endswith(".partial")
+    }
+    manifest["files"] = files
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(manifest, indent=2))
+    partial.replace(path)
+    return files
+
+
+def verify_bundle(directory: str | Path, manifest: dict) -> None:
+    """Check the files ``bundle.json`` lists against their SHA-256 (nothing to check for an unsealed bundle).
+
+    Raises
+    ------
+    FileNotFoundError
+        Naming every listed file that is missing.
+    ValueError
+        Naming every listed file whose content differs from what was sealed.
+    """
+    directory = Path(directory)
+    files = manifest.get("files") or {}
+    missing = [name for name in files if not (directory / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{directory}: bundle.json lists {len(files)} files; missing {missing}. Copy the whole bundle folder "
+            "again (or rebuild it with build-bundle)."
+        )
+    altered = [name for name, digest in files.items() if file_sha256(directory / name) != digest]
+    if altered:
+        raise ValueError(
+            f"{directory}: expected the files bundle.json lists with their recorded SHA-256; altered: {altered}. "
+            "A changed file gives other reconstructions than the bundle's records: restore it or rebuild the bundle."
+        )
+
+
 class VideoReconstructionPipeline:
     """fMRI windows → reconstructed clips, through the stage-1 decoders and the inflated-diffusion renderer.
 
@@ -314,6 +372,7 @@ class VideoReconstructionPipeline:
         manifest = json.loads(path.read_text())
         if manifest.get("format") != BUNDLE_FORMAT:
             raise ValueError(f"{path}: expected bundle format {BUNDLE_FORMAT}, got {manifest.get('format')!r}.")
+        verify_bundle(directory, manifest)
         info = from_dict(BundleInfo, manifest["info"], where=f"{path} (info)")
         config = from_dict(ReconstructionConfig, manifest["reconstruction"], where=f"{path} (reconstruction)")
         unknown = sorted(set(overrides) - set(ReconstructionConfig.__dataclass_fields__))

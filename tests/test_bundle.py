@@ -44,6 +44,29 @@ def test_bundle_json_records_the_command_and_the_revision(built_bundle):  # noqa
     assert manifest["weights_dtype"] == "float32"
 
 
+def test_the_bundle_is_sealed_and_a_missing_or_altered_file_is_named(built_bundle, tmp_path):  # noqa: F811
+    import hashlib
+    import shutil
+
+    import pytest
+
+    files = json.loads((built_bundle / "bundle.json").read_text())["files"]
+    assert {"test_clips.safetensors", "constants.safetensors", "decoders/semantic/model.safetensors"} <= set(files)
+    assert "bundle.json" not in files
+    for name, digest in files.items():  # independent reference: hashlib over the whole file
+        assert hashlib.sha256((built_bundle / name).read_bytes()).hexdigest() == digest
+    copy = shutil.copytree(built_bundle, tmp_path / "copy")
+    weights = copy / "decoders" / "motion" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # one bit of one weight
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"altered: \['decoders/motion/model.safetensors'\]"):
+        VideoReconstructionPipeline.from_pretrained(copy)
+    (copy / "test_clips.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match=r"missing \['test_clips.safetensors'\]"):
+        VideoReconstructionPipeline.from_pretrained(copy)
+
+
 def test_the_constants_come_from_the_training_split(built_bundle, tiny_decoder_data):  # noqa: F811
     pipeline = VideoReconstructionPipeline.from_pretrained(built_bundle)
     train = tiny_decoder_data.splits["train"]

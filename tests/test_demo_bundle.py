@@ -32,6 +32,9 @@ def test_the_demo_bundle_is_small_simulated_and_says_how_it_was_made(manifest):
     assert commands[0].startswith("python -m pipelines build-bundle ")
     assert all(len(c["git_revision"] or "") == 40 for c in manifest["provenance"]["commands"])
     assert manifest["tuning"]["split"] == "val"  # settings chosen on validation clips, never test
+    # sealed: every file's SHA-256 is recorded, and opening the bundle (next test) checks them
+    files = {p.relative_to(DEMO).as_posix() for p in DEMO.rglob("*") if p.is_file()} - {"bundle.json"}
+    assert set(manifest["files"]) == files
 
 
 def test_the_demo_bundle_opens_and_reconstructs_a_clip(manifest):
