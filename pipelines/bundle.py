@@ -126,16 +126,25 @@ def save_test_clips(data: DecoderData, directory: str | Path, n_test: int | None
     return path
 
 
-def git_revision() -> dict[str, Any]:
-    """The repository's commit and whether tracked files had changes (``None`` outside a git checkout); untracked
-    files, such as a bundle being written into the repository, do not count."""
+def git_revision(exclude: str | Path | None = None) -> dict[str, Any]:
+    """The repository's commit and whether tracked files had changes (``None`` outside a git checkout).
+
+    Untracked files do not count, nor does the folder ``exclude`` (the bundle being written, which may itself be
+    tracked, as ``assets/demo`` is).
+    """
     import subprocess
 
     root = Path(__file__).resolve().parents[1]
+    pathspec = ["--", "."]
+    if exclude is not None:
+        try:
+            pathspec.append(f":(exclude){Path(exclude).resolve().relative_to(root).as_posix()}")
+        except ValueError:  # outside the repository: nothing to leave out
+            pass
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", *pathspec],
             cwd=root,
             capture_output=True,
             text=True,
@@ -153,7 +162,9 @@ def record_command(directory: str | Path, command: str, argv: list[str]) -> Path
     path = Path(directory) / BUNDLE_JSON
     manifest = json.loads(path.read_text())
     provenance = manifest.setdefault("provenance", {"commands": []})
-    provenance["commands"].append({"command": f"python -m pipelines {command} " + shlex.join(argv), **git_revision()})
+    provenance["commands"].append(
+        {"command": f"python -m pipelines {command} " + shlex.join(argv), **git_revision(exclude=directory)}
+    )
     return write_json(path, manifest, indent=2)
 
 
