@@ -20,7 +20,10 @@ COMMANDS = {
         "pipelines.training.renderer",
         "fine-tune the inflated renderer's temporal layers on training clips (NeuroCine)",
     ),
-    "train": ("pipelines.training.decoders.train", "train one stage-1 decoder (semantic, structure, motion, ...)"),
+    "train": (
+        "pipelines.training.decoders.train",
+        "train one stage-1 decoder (--stage semantic, ...), or every step into a bundle (--preset demo --out DIR)",
+    ),
     "evaluate-decoders": (
         "pipelines.training.decoders.evaluate",
         "measure the stage-1 decoders and their ridge baselines on test clips",

@@ -180,11 +180,37 @@ def test_decoder_scores_on_constructed_answers():
     assert out["flow_epe_shuffled"] > out["flow_epe_zero"]  # another clip's flow is worse than no flow here
     assert out["direction_acc"] == 1.0 and out["direction_acc_ground_truth"] == 1.0
     assert out["direction_p"] == pytest.approx(1 / 201) and out["direction_chance"] == 1 / 8
+    assert out["direction_agreement"] == 1.0 and out["direction_agreement_p"] == pytest.approx(1 / 201)
     assert (out["category_acc"], out["category_chance"]) == (0.5, 1 / 3)
     wrong = evaluate.Reconstructions((frames + 4) % 8, embedding=None, flow=None)  # every direction reversed
     out = evaluate.decoder_scores(wrong, clips, direction_raft, n_permutations=200)
     assert out["direction_acc"] == 0.0 and out["direction_p"] == 1.0
+    assert out["direction_agreement"] == 0.0 and out["direction_agreement_p"] == 1.0
     assert "semantic_retrieval_top10" not in out and "flow_epe" not in out and "category_acc" not in out
+
+
+def test_direction_agreement_compares_with_the_ground_truths_own_flow_not_the_label():
+    """Labels that disagree with what moves on screen (a pan) leave the agreement with the ground truth's flow intact;
+    without labels (real data) only the agreement is reported. Reference: a hand count of the pairs."""
+    n = 8
+    seen = np.array([0, 0, 2, 2, 4, 4, 6, 6])  # directions on screen: 0, 90, 180, 270 degrees
+    frames = np.broadcast_to(seen[:, None, None, None, None], (n, 3, 4, 4, 3)).astype(np.uint8)
+    recon_dirs = np.array([0, 0, 2, 4, 4, 4, 6, 0])  # 6 of 8 match the ground truth's direction
+    recon = evaluate.Reconstructions(np.broadcast_to(recon_dirs[:, None, None, None, None], frames.shape).astype(
+        np.uint8), embedding=None, flow=None)  # fmt: skip
+    label = (seen + 1) % 8  # every label 45 degrees off what the ground truth's frames show
+    clips = evaluate.BundleClips(np.zeros((n, 5, 3), np.float32), frames, [f"c{i}" for i in range(n)], None, label,
+                                 None, None)  # fmt: skip
+    out = evaluate.decoder_scores(recon, clips, direction_raft, n_permutations=500)
+    assert out["direction_agreement"] == 6 / 8
+    assert out["direction_acc"] == 0.0 and out["direction_acc_ground_truth"] == 0.0
+    rng = np.random.default_rng(0)  # the permutation null, recomputed here
+    null = np.array([(recon_dirs[rng.permutation(n)] == seen).mean() for _ in range(500)])
+    assert out["direction_agreement_p"] == pytest.approx((1 + (null >= 6 / 8).sum()) / 501)
+    assert out["direction_agreement_null_mean"] == pytest.approx(null.mean())
+    unlabelled = evaluate.BundleClips(clips.fmri, frames, clips.captions, None, None, None, None)
+    out = evaluate.decoder_scores(recon, unlabelled, direction_raft, n_permutations=500)
+    assert out["direction_agreement"] == 6 / 8 and "direction_acc" not in out
 
 
 def test_ablation_tests_flag_the_worse_direction_of_each_metric():

@@ -107,7 +107,18 @@ def parse_data_arguments(parser: argparse.ArgumentParser, argv: list[str] | None
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines train", description=__doc__.split("\n\n")[0])
+    argv = sys.argv[1:] if argv is None else argv
+    if not any(a == "--stage" or a.startswith("--stage=") for a in argv) and any(
+        a == "--preset" or a.startswith("--preset=") for a in argv
+    ):
+        from pipelines.workflow import main as workflow  # ``train --preset demo --out DIR``: every step, in order
+
+        return workflow(argv)
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines train",
+        description=__doc__.split("\n\n")[0] + " With --preset instead of --stage: every step from the simulated "
+        "subject to an evaluated bundle (python -m pipelines train --preset demo --out DIR; see pipelines.workflow).",
+    )
     parser.add_argument("--stage", required=True, choices=STAGES)
     add_data_arguments(parser)
     parser.add_argument("--out", required=True, help="decoders are saved to OUT/STAGE")
