@@ -127,6 +127,10 @@ def build_demo(workbench: Workbench) -> gr.Blocks:
     with gr.Blocks(title="MindReel") as demo:
         gr.Markdown("# MindReel: video reconstruction from fMRI, and why")
         gr.Markdown(workbench.summary())
+        evaluation = workbench.evaluation_summary()
+        if evaluation is not None:
+            with gr.Accordion("This bundle's evaluation (results.json)", open=False):
+                gr.Markdown(evaluation)
         with gr.Row():
             with gr.Column(scale=2):
                 source = gr.Radio(list(SOURCES), value=SOURCES[0], label="input")

@@ -9,7 +9,9 @@ be tested and scripted without a server:
   (:meth:`Workbench.reconstruct`), and mp4 files of both videos;
 - the decoded flow beside the RAFT flow of the ground truth, one colour normalisation (:meth:`Workbench.flow_figure`);
 - per-decoder voxel attribution (Captum Saliency or IntegratedGradients) and the fMRI encoder's attention, as
-  grayordinate maps, surface figures (fsLR-32k or fsaverage5) and ROI tables (:meth:`Workbench.brain_map`).
+  grayordinate maps, surface figures (fsLR-32k or fsaverage5) and ROI tables (:meth:`Workbench.brain_map`);
+- the bundle's own evaluation (its ``results.json``, written by ``train --preset``) as a Markdown summary
+  (:func:`results_markdown`).
 
 Attribution objective in the app: the cosine of the decoded feature to the clip's ground-truth target (caption
 embedding, first latent, latent changes, RAFT flow; brainviz.attribution) for test clips, and to the decoder's own
@@ -19,6 +21,7 @@ recovery analysis needs the training captions, which a bundle does not ship.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -50,6 +53,7 @@ ATTRIBUTION_METHODS = ("saliency", "integrated_gradients")
 ATTENTION_MODES = ("rollout", "raw")
 SPACES = ("fslr", "fsaverage5")
 VIEWS = ("lateral", "medial", "ventral", "posterior")
+RESULTS = "results.json"  # the bundle's own evaluation (pipelines.evaluation.evaluate), when it carries one
 DISPLAY_SIZE = 256  # videos are upscaled (nearest neighbour) to about this many pixels for the browser
 
 
@@ -102,6 +106,52 @@ class BrainMap:
     title: str
 
 
+def _number(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, (int, float)) else "–"
+
+
+def results_markdown(results: dict[str, Any]) -> str:
+    """A short Markdown account of a bundle's evaluation (``results.json`` of ``python -m pipelines evaluate``): each
+    protocol's means with chance where it has one, what the decoders recover, and the ablations that make the
+    reconstructions significantly worse."""
+    lines = []
+    if results.get("simulated"):
+        lines.append("**Simulated subject**: these numbers describe the simulation, not human data.")
+    lines.append(f"Measured on the bundle's {results.get('n_clips', '?')} test clips (`results.json`).")
+    for protocol, summary in results.get("protocols", {}).items():
+        cells = []
+        for metric, entry in summary.items():
+            chance = f" (chance {_number(entry['chance'])})" if entry.get("chance") is not None else ""
+            cells.append(f"{metric} {_number(entry.get('mean'))}{chance}")
+        lines.append(f"- `{protocol}`: " + ", ".join(cells))
+    decoders = results.get("decoders", {})
+    parts = []
+    if "semantic_retrieval_top10" in decoders:
+        parts.append(f"caption top-10 {_number(decoders['semantic_retrieval_top10'])} (chance "
+                     f"{_number(decoders['semantic_retrieval_chance'])})")  # fmt: skip
+    if "flow_epe" in decoders:
+        parts.append(f"decoded flow EPE {_number(decoders['flow_epe'])} (zero flow {_number(decoders['flow_epe_zero'])}, "
+                     f"another clip's fMRI {_number(decoders['flow_epe_shuffled'])})")  # fmt: skip
+    if "category_acc" in decoders:
+        parts.append(f"category of the reconstructions {_number(decoders['category_acc'])} (chance "
+                     f"{_number(decoders['category_chance'])})")  # fmt: skip
+    if "direction_agreement" in decoders:
+        parts.append(f"motion direction as the ground truth's {_number(decoders['direction_agreement'])} (permutation "
+                     f"null {_number(decoders['direction_agreement_null_mean'])}, p {_number(decoders['direction_agreement_p'])})")  # fmt: skip
+    if parts:
+        lines.append("- decoders: " + "; ".join(parts))
+    worse = {
+        condition: [m for m, t in tests.items() if t.get("worse") and t.get("paired_p", 1.0) < 0.05]
+        for condition, tests in results.get("ablation_tests", {}).items()
+    }
+    if worse:
+        text = "; ".join(f"{c.removeprefix('no_')}: {', '.join(m) if m else 'nothing significant'}"
+                         for c, m in worse.items())  # fmt: skip
+        lines.append(f"- switching a decoder off makes these worse (paired p < 0.05): {text}")
+    header = [line for line in lines if not line.startswith("- ")]
+    return "\n\n".join(header) + "\n\n" + "\n".join(line for line in lines if line.startswith("- "))
+
+
 def _upscale(frames: np.ndarray, size: int = DISPLAY_SIZE) -> np.ndarray:
     factor = max(1, size // max(frames.shape[1:3]))
     out = frames.repeat(factor, axis=1).repeat(factor, axis=2)
@@ -140,13 +190,14 @@ class Workbench:
         clips: BundleClips,
         name: str = "bundle",
         workdir: str | Path | None = None,
+        results: dict[str, Any] | None = None,
     ):
         if clips.fmri.shape[1:] != (pipeline.info.window, pipeline.info.n_voxels):
             raise ValueError(
                 f"test clips: expected fMRI windows of shape (n, {pipeline.info.window}, {pipeline.info.n_voxels}) "
                 f"like the bundle's decoders, got {clips.fmri.shape}."
             )
-        self.pipeline, self.clips, self.name = pipeline, clips, name
+        self.pipeline, self.clips, self.name, self.results = pipeline, clips, name, results
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="mindreel-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._intact: dict[tuple, tuple[ReconstructionOutput, dict[str, float]]] = {}
@@ -156,8 +207,17 @@ class Workbench:
     @classmethod
     def from_bundle(cls, directory: str | Path, device: str = "cpu", workdir: str | Path | None = None) -> Workbench:
         """Open a bundle folder (``build-bundle`` output); errors name the missing part."""
-        pipeline = VideoReconstructionPipeline.from_pretrained(directory, device=device)
-        return cls(pipeline, load_bundle_clips(directory), Path(directory).name, workdir)
+        pipeline = VideoReconstructionPipeline.from_pretrained(directory, device=device)  # checks the files' hashes
+        path = Path(directory) / RESULTS
+        results = None
+        if path.is_file():
+            try:
+                results = json.loads(path.read_text())
+            except json.JSONDecodeError as err:
+                raise ValueError(
+                    f"{path}: expected the bundle's evaluation as JSON, got unreadable JSON ({err})."
+                ) from err
+        return cls(pipeline, load_bundle_clips(directory), Path(directory).name, workdir, results)
 
     # --- what the bundle is -------------------------------------------------------------------------------------
 
@@ -184,6 +244,10 @@ class Workbench:
             f"({info.image_size}×{info.image_size}); decoders: {', '.join(self.decoders)}."
         )
         return "\n\n".join(lines)
+
+    def evaluation_summary(self) -> str | None:
+        """The bundle's ``results.json`` in Markdown (None when the bundle carries no evaluation)."""
+        return None if self.results is None else results_markdown(self.results)
 
     def clip_choices(self) -> list[tuple[str, int]]:
         """(label, index) of every test clip, for a dropdown."""

@@ -30,11 +30,21 @@ def test_the_demo_bundle_is_small_simulated_and_says_how_it_was_made(manifest):
     assert manifest["weights_dtype"] == "float16"
     commands = [c["command"] for c in manifest["provenance"]["commands"]]
     assert commands[0].startswith("python -m pipelines build-bundle ")
+    assert commands[-1].startswith("python -m pipelines train --preset demo --out ")  # made by the one command
     assert all(len(c["git_revision"] or "") == 40 for c in manifest["provenance"]["commands"])
+    assert not any(c["git_dirty"] for c in manifest["provenance"]["commands"])  # from committed code
     assert manifest["tuning"]["split"] == "val"  # settings chosen on validation clips, never test
     # sealed: every file's SHA-256 is recorded, and opening the bundle (next test) checks them
     files = {p.relative_to(DEMO).as_posix() for p in DEMO.rglob("*") if p.is_file()} - {"bundle.json"}
     assert set(manifest["files"]) == files
+
+
+def test_the_demo_bundle_carries_its_evaluation(manifest):
+    results = json.loads((DEMO / "results.json").read_text())
+    assert "results.json" in manifest["files"]  # sealed with the weights
+    assert results["simulated"] is True and results["n_clips"] == len(load_bundle_clips(DEMO))
+    assert {"mind-animator", "brainnrds"} <= set(results["protocols"]) and "no_flow" in results["ablation_tests"]
+    assert {"category_acc", "direction_agreement", "direction_agreement_p"} <= set(results["decoders"])
 
 
 def test_the_demo_bundle_opens_and_reconstructs_a_clip(manifest):

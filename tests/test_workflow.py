@@ -35,7 +35,7 @@ def test_every_step_runs_and_the_bundle_carries_its_results_and_command(run):
     results = json.loads((bundle / "results.json").read_text())
     assert results["simulated"] is True and results["n_clips"] == 4 and "no_flow" in results["ablations"]
     assert 0.0 <= results["decoders"]["direction_agreement"] <= 1.0 and "category_acc" in results["decoders"]
-    assert manifest["tuning"]["split"] == "validation"
+    assert manifest["tuning"]["split"] == "val"  # chosen on validation clips
     pipeline = VideoReconstructionPipeline.from_pretrained(bundle)  # verifies every file's SHA-256
     assert pipeline.info.simulated
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from matplotlib.figure import Figure
 
-from brainviz.workbench import Workbench, _upscale, clip_metrics
+from brainviz.workbench import Workbench, _upscale, clip_metrics, results_markdown
 from pipelines.data.cifti import write_dtseries
 from pipelines.data.video import read_video
 from pipelines.reconstruct import load_bundle_clips
@@ -26,6 +29,41 @@ def test_summary_and_choices(wb):
     assert wb.clip_choices()[2] == ("2: a tiny clip number 2", 2)
     assert wb.decoders == ["flow", "fmri-encoder", "motion", "semantic", "structure"]
     assert [key for _, key in wb.roi_choices()][:2] == ["early_visual", "dorsal_motion"]
+
+
+def test_the_bundles_evaluation_in_markdown(wb, tiny_bundle, tmp_path):
+    assert wb.evaluation_summary() is None  # the tiny bundle carries no results.json
+    results = {
+        "simulated": True,
+        "n_clips": 50,
+        "protocols": {
+            "mind-animator": {"ssim": {"mean": 0.6371, "std": 0.1}, "2way_i": {"mean": 0.762, "chance": 0.75}}
+        },
+        "decoders": {
+            "category_acc": 0.16,
+            "category_chance": 1 / 12,
+            "direction_agreement": 0.34,
+            "direction_agreement_null_mean": 0.137,
+            "direction_agreement_p": 0.001,
+        },  # fmt: skip
+        "ablation_tests": {
+            "no_flow": {"ssim": {"worse": True, "paired_p": 0.01}, "epe": {"worse": True, "paired_p": 0.2}},
+            "no_motion": {"ssim": {"worse": False, "paired_p": 0.01}},  # better without it: not listed as worse
+        },
+    }
+    text = results_markdown(results)
+    assert text.startswith("**Simulated subject**") and "50 test clips" in text
+    assert "ssim 0.637, 2way_i 0.762 (chance 0.75)" in text
+    assert "category of the reconstructions 0.16 (chance 0.0833)" in text
+    assert "motion direction as the ground truth's 0.34 (permutation null 0.137, p 0.001)" in text
+    assert "flow: ssim; motion: nothing significant" in text
+    bad = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bad)
+    (bad / "results.json").write_text("{oops")
+    with pytest.raises(ValueError, match=r"results.json: expected the bundle's evaluation as JSON"):
+        Workbench.from_bundle(bad, workdir=tmp_path / "wb")
+    (bad / "results.json").write_text(json.dumps(results))
+    assert Workbench.from_bundle(bad, workdir=tmp_path / "wb").evaluation_summary() == text
 
 
 @pytest.mark.parametrize("index", [-1, 4, 1.5, True, "0"])
