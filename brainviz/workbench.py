@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,15 @@ class BrainMap:
     title: str
 
 
+DECODER_SUMMARY = (  # (key of results.json's decoders block, how results_markdown words it)
+    ("semantic_retrieval_top10", "caption top-10 {semantic_retrieval_top10} (chance {semantic_retrieval_chance})"),
+    ("flow_epe", "decoded flow EPE {flow_epe} (zero flow {flow_epe_zero}, another clip's fMRI {flow_epe_shuffled})"),
+    ("category_acc", "category of the reconstructions {category_acc} (chance {category_chance})"),
+    ("direction_agreement", "motion direction as the ground truth's {direction_agreement} (permutation null "
+     "{direction_agreement_null_mean}, p {direction_agreement_p})"),
+)  # fmt: skip
+
+
 def _number(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, (int, float)) else "–"
 
@@ -125,19 +135,8 @@ def results_markdown(results: dict[str, Any]) -> str:
             cells.append(f"{metric} {_number(entry.get('mean'))}{chance}")
         lines.append(f"- `{protocol}`: " + ", ".join(cells))
     decoders = results.get("decoders", {})
-    parts = []
-    if "semantic_retrieval_top10" in decoders:
-        parts.append(f"caption top-10 {_number(decoders['semantic_retrieval_top10'])} (chance "
-                     f"{_number(decoders['semantic_retrieval_chance'])})")  # fmt: skip
-    if "flow_epe" in decoders:
-        parts.append(f"decoded flow EPE {_number(decoders['flow_epe'])} (zero flow {_number(decoders['flow_epe_zero'])}, "
-                     f"another clip's fMRI {_number(decoders['flow_epe_shuffled'])})")  # fmt: skip
-    if "category_acc" in decoders:
-        parts.append(f"category of the reconstructions {_number(decoders['category_acc'])} (chance "
-                     f"{_number(decoders['category_chance'])})")  # fmt: skip
-    if "direction_agreement" in decoders:
-        parts.append(f"motion direction as the ground truth's {_number(decoders['direction_agreement'])} (permutation "
-                     f"null {_number(decoders['direction_agreement_null_mean'])}, p {_number(decoders['direction_agreement_p'])})")  # fmt: skip
+    values = defaultdict(lambda: "–", {key: _number(value) for key, value in decoders.items()})
+    parts = [template.format_map(values) for key, template in DECODER_SUMMARY if key in decoders]
     if parts:
         lines.append("- decoders: " + "; ".join(parts))
     worse = {

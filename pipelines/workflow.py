@@ -98,39 +98,23 @@ def load_workflow(preset: str, overrides: list[str] | None = None) -> WorkflowCo
     return config
 
 
-@dataclass(frozen=True)
 class Layout:
-    """Where each step writes, under the run's folder."""
+    """Where each step writes, under the run's folder: ``data``, ``cache``, ``backbones``, ``decoders``, ``bundle``,
+    ``tuning`` and ``evaluation`` (each a sub-folder of ``root`` of that name)."""
 
-    root: Path
+    FOLDERS = ("data", "cache", "backbones", "decoders", "bundle", "tuning", "evaluation")
+    data: Path
+    cache: Path
+    backbones: Path
+    decoders: Path
+    bundle: Path
+    tuning: Path
+    evaluation: Path
 
-    @property
-    def data(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def cache(self) -> Path:
-        return self.root / "cache"
-
-    @property
-    def backbones(self) -> Path:
-        return self.root / "backbones"
-
-    @property
-    def decoders(self) -> Path:
-        return self.root / "decoders"
-
-    @property
-    def bundle(self) -> Path:
-        return self.root / "bundle"
-
-    @property
-    def tuning(self) -> Path:
-        return self.root / "tuning"
-
-    @property
-    def evaluation(self) -> Path:
-        return self.root / "evaluation"
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        for name in self.FOLDERS:
+            setattr(self, name, self.root / name)
 
 
 def step_commands(step: str, config: WorkflowConfig, at: Layout) -> list[tuple[str, list[str]]]:
@@ -203,10 +187,9 @@ def read_record(at: Layout) -> dict[str, Any]:
 
 
 def _write_record(at: Layout, record: dict[str, Any]) -> None:
-    path = at.root / RECORD
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(record, indent=2))
-    partial.replace(path)
+    from pipelines.evaluation.evaluate import write_json  # whole or not at all (a temporary name, then renamed)
+
+    write_json(at.root / RECORD, record, indent=2)
 
 
 def _call(command: str, argv: list[str]) -> None:

@@ -590,7 +590,10 @@ def evaluate_bundle(
     for protocol in loaded:
         results["protocols"][protocol.name], per_clip[protocol.name] = measured("full", protocol)
     first = loaded[0]
-    raft = load_backbone("raft", tier, backbones_dir) if clips.direction is not None else None
+    # RAFT for the direction measures: a protocol's when one has it (real data too), else loaded on a simulated subject
+    raft = next((backbones[p.name].raft for p in loaded if backbones[p.name].raft is not None), None)
+    if raft is None and clips.direction is not None:
+        raft = load_backbone("raft", tier, backbones_dir)
     results["decoders"] = decoder_scores(
         videos["full"], clips, raft, results["protocols"][first.name].get("category_acc")
     )
