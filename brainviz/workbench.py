@@ -21,7 +21,6 @@ recovery analysis needs the training captions, which a bundle does not ship.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections import defaultdict
 from collections.abc import Collection
@@ -40,6 +39,7 @@ from brainviz.attribution import attribute, decoder_objective
 from brainviz.flow import flow_figure, flow_to_rgb
 from brainviz.rois import ROI_GROUPS, ROI_LABELS, lesion_mask, roi_bar_chart, roi_table
 from brainviz.surfaces import surface_figure, voxels_to_grayordinates
+from pipelines.config import read_json
 from pipelines.evaluation.metrics import end_point_error, psnr, ssim
 from pipelines.reconstruct import (
     ABLATIONS,
@@ -208,14 +208,7 @@ class Workbench:
         """Open a bundle folder (``build-bundle`` output); errors name the missing part."""
         pipeline = VideoReconstructionPipeline.from_pretrained(directory, device=device)  # checks the files' hashes
         path = Path(directory) / RESULTS
-        results = None
-        if path.is_file():
-            try:
-                results = json.loads(path.read_text())
-            except json.JSONDecodeError as err:
-                raise ValueError(
-                    f"{path}: expected the bundle's evaluation as JSON, got unreadable JSON ({err})."
-                ) from err
+        results = read_json(path, "the bundle's evaluation as JSON") if path.is_file() else None
         return cls(pipeline, load_bundle_clips(directory), Path(directory).name, workdir, results)
 
     # --- what the bundle is -------------------------------------------------------------------------------------

@@ -145,6 +145,16 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def read_json(path: str | Path, expected: str) -> Any:
+    """Read the JSON file ``path``; raise a ValueError naming the file and ``expected`` (what it should hold) when it
+    cannot be parsed. The file is left as it is."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: expected {expected}, got unreadable JSON ({err}).") from err
+
+
 def preset_path(kind: str, name: str) -> Path:
     """Return the path of the preset ``name`` of ``kind`` (a sub-folder of pipelines/configs)."""
     path = CONFIG_DIR / kind / f"{name}.yaml"

@@ -22,7 +22,6 @@ checkpoints). A changed section re-runs its step and every step after it; ``--fr
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import shutil
 import sys
@@ -33,9 +32,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from pipelines.config import config_hash, load_config, preset_path, to_dict
+from pipelines.config import config_hash, load_config, preset_path, read_json, to_dict
 from pipelines.training.decoders.config import STAGES
 
+RESULT_FILES = ("results.json", "results.md")  # what evaluate writes and the bundle then carries
 STEPS = ("simulate", "prepare", "backbones", "features", "decoders", "bundle", "tune", "evaluate")
 RECORD = "workflow.json"
 
@@ -177,10 +177,7 @@ def read_record(at: Layout) -> dict[str, Any]:
     path = at.root / RECORD
     if not path.is_file():
         return {"steps": {}}
-    try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: expected the JSON record of a workflow run, got unreadable JSON ({err}).") from err
+    record = read_json(path, "the JSON record of a workflow run")
     if not isinstance(record, dict) or not isinstance(record.get("steps"), dict):
         raise ValueError(f"{path}: expected a JSON object with a 'steps' mapping, got {type(record).__name__}.")
     return record
@@ -241,11 +238,11 @@ def _evaluate(command: tuple[str, list[str]], at: Layout, device: str, invocatio
     from pipelines.bundle import record_command
     from pipelines.reconstruct import seal_bundle
 
-    for name in ("results.json", "results.md"):  # an earlier evaluation's results are not part of what is scored
+    for name in RESULT_FILES:  # an earlier evaluation's results are not part of what is scored
         (at.bundle / name).unlink(missing_ok=True)
     seal_bundle(at.bundle)
     _call(command[0], [*command[1], "--device", device])
-    for name in ("results.json", "results.md"):
+    for name in RESULT_FILES:
         shutil.copy2(at.evaluation / name, at.bundle / name)
     seal_bundle(at.bundle)
     record_command(at.bundle, "train", shlex.split(invocation))
@@ -275,7 +272,7 @@ def run_workflow(
         if value is not None and value not in STEPS:
             raise ValueError(f"{name}: expected one of {list(STEPS)}, got {value!r}.")
     config = load_workflow(preset, overrides)
-    at = Layout(Path(out))
+    at = Layout(out)
     if at.root.exists() and not at.root.is_dir():
         raise ValueError(f"--out {at.root}: expected a folder for the run, got an existing file.")
     record = read_record(at)

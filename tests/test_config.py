@@ -5,7 +5,7 @@ from typing import Literal
 
 import pytest
 
-from pipelines.config import config_hash, from_dict, load_config, parse_overrides, preset_path, to_dict
+from pipelines.config import config_hash, from_dict, load_config, parse_overrides, preset_path, read_json, to_dict
 
 
 @dataclass(frozen=True)
@@ -106,3 +106,13 @@ def test_presets_and_hash():
     }
     assert config_hash(Outer()) == config_hash(Outer())
     assert config_hash(Outer()) != config_hash(Outer(n=4))
+
+
+def test_read_json_names_the_file_and_what_it_should_hold(tmp_path):
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text('{"a": [1, 2]}')
+    bad.write_text("{oops")
+    assert read_json(good, "a record") == {"a": [1, 2]}
+    with pytest.raises(ValueError, match=r"bad.json: expected a record, got unreadable JSON \(Expecting"):
+        read_json(bad, "a record")
+    assert bad.read_text() == "{oops"  # left as it was

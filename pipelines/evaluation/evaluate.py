@@ -325,14 +325,14 @@ def decoder_scores(
     if category is not None:
         out["category_acc"], out["category_chance"] = category["mean"], category["chance"]
     if raft is not None and n >= 2:
-        predicted, seen = _direction_bins(reconstructions.frames, raft), _direction_bins(clips.frames[:n], raft)
+        predicted, seen = _direction_bins(reconstructions.frames, raft), _direction_bins(clips.frames, raft)
         test = agreement_test(predicted, seen, n_permutations, seed)
         out["direction_agreement"] = test.accuracy
         out["direction_chance"] = 1.0 / N_DIRECTION_BINS
         out["direction_agreement_null_mean"] = test.null_mean
         out["direction_agreement_p"] = test.p
         if clips.direction is not None:
-            truth = np.asarray(clips.direction)[:n]
+            truth = np.asarray(clips.direction)
             test = agreement_test(predicted, truth, n_permutations, seed)
             out["direction_acc"] = test.accuracy
             out["direction_null_mean"] = test.null_mean
