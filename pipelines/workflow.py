@@ -13,10 +13,12 @@ Steps (each is also a command of its own, printed as it runs):
    copied into the bundle, the run's command is recorded in ``bundle.json`` and the bundle is sealed again.
 
 The settings are data: ``pipelines/configs/workflow/<preset>.yaml``, one section per step. ``DIR/workflow.json``
-records each finished step: its settings, a fingerprint (its settings and the fingerprint of the step before), the
-equivalent command and its wall time. A step whose fingerprint matches is skipped, so running the same command again
-does nothing and an interrupted run goes on from the step it was in (the training steps resume from their own
-checkpoints). A changed section re-runs its step and every step after it; ``--from STEP`` re-runs from a step.
+records each finished step: its settings, a fingerprint (its settings, those of the preset files it names, and the
+fingerprint of the step before), the equivalent command and its wall time. A step whose fingerprint matches is
+skipped, so running the same command again does nothing and an interrupted run goes on from the step it was in (the
+training steps resume from their own checkpoints). A changed section, or an edited preset file (``configs/twin``,
+``configs/backbones``, ``configs/decoders``), re-runs its step and every step after it; ``--from STEP`` re-runs from
+a step.
 """
 
 from __future__ import annotations
@@ -148,14 +150,37 @@ def step_commands(step: str, config: WorkflowConfig, at: Layout) -> list[tuple[s
     raise ValueError(f"step: expected one of {list(STEPS)}, got {step!r}.")
 
 
+def preset_settings(config: WorkflowConfig) -> dict[str, Any]:
+    """The settings the workflow's presets name, read from their files: ``twin`` (the simulate step's
+    ``configs/twin/<preset>.yaml``), ``backbones`` (``configs/backbones/<preset>.yaml`` and ``train_<preset>.yaml``)
+    and ``decoders`` (``configs/decoders/<config>.yaml``). Part of the fingerprints, so that editing one of those
+    files re-runs the steps that read it."""
+    from pipelines.data.twin.simulate import TwinConfig
+    from pipelines.features.demo_tier import DemoBackbonesConfig
+    from pipelines.training.backbones.config import BackboneTrainingConfig
+    from pipelines.training.decoders.config import load_decoders_config
+
+    preset = config.backbones.preset
+    return {
+        "twin": to_dict(load_config(TwinConfig, preset_path("twin", config.simulate.preset))),
+        "backbones": {
+            "architecture": to_dict(load_config(DemoBackbonesConfig, preset_path("backbones", preset))),
+            "training": to_dict(load_config(BackboneTrainingConfig, preset_path("backbones", f"train_{preset}"))),
+        },
+        "decoders": to_dict(load_decoders_config(config.decoders.config)),
+    }
+
+
 def fingerprints(config: WorkflowConfig) -> dict[str, str]:
-    """Each step's fingerprint: its settings chained to the fingerprint of the step before."""
+    """Each step's fingerprint: its settings (with those of the preset files it reads, :func:`preset_settings`)
+    chained to the fingerprint of the step before."""
+    presets = preset_settings(config)
     sections = {
-        "simulate": config.simulate,
+        "simulate": [to_dict(config.simulate), presets["twin"]],
         "prepare": {},
-        "backbones": config.backbones,
-        "features": config.decoders.config,
-        "decoders": config.decoders,
+        "backbones": [to_dict(config.backbones), presets["backbones"]],
+        "features": [config.decoders.config, presets["decoders"]],
+        "decoders": [to_dict(config.decoders), presets["decoders"]],
         "bundle": config.bundle,
         "tune": config.tune,
         "evaluate": config.evaluate,

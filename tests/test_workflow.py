@@ -113,6 +113,20 @@ def test_from_and_until_choose_the_steps(tmp_path, stand_in):
     assert calls == ["features", "decoders", "bundle", "tune", "evaluate"]  # the features follow the decoders' config
 
 
+def test_editing_a_preset_file_reruns_the_steps_that_read_it(tmp_path, stand_in, monkeypatch):
+    calls, _ = stand_in
+    assert workflow.main(["--preset", "demo", "--out", str(tmp_path)]) == 0
+    calls.clear()
+    real = workflow.preset_path
+    edited = tmp_path / "train_demo.yaml"
+    edited.write_text(real("backbones", "train_demo").read_text() + "\nclassifier_blur: 0.5\n")
+    monkeypatch.setattr(
+        workflow, "preset_path", lambda kind, name: edited if name == "train_demo" else real(kind, name)
+    )
+    assert workflow.main(["--preset", "demo", "--out", str(tmp_path)]) == 0
+    assert calls == list(workflow.STEPS[2:])  # the workflow's own section did not change; the file it names did
+
+
 def test_the_demo_preset_names_the_commands_that_made_the_shipped_bundle(tmp_path):
     config = workflow.load_workflow("demo")
     at = workflow.Layout(tmp_path)

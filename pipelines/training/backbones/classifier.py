@@ -6,6 +6,17 @@ probability 1/2 (a mirrored object is the same object; captions and directions p
 CLIP trainer) and a brightness factor in [0.9, 1.1]. Checkpoints are selected on the error rate over every
 validation frame; the reported accuracies come from the test split, per frame and per clip (the demo video
 classifier averages the frame logits over a clip).
+
+This classifier is an instrument: it scores the renderer's samples and the reconstructions by their category, which
+in the simulation is the object's *shape* (colour, texture, background and motion are drawn independently of it).
+Two options make it read the shape (both in the demo preset; README, "The frame classifier reads the shape"):
+
+- ``corpus_runs``: also train on simulated movies no subject saw (:meth:`BackboneData.corpus`, shared with the CLIP
+  trainer). The subject's 1,190 training clips show each object in few colour/background combinations, and a
+  classifier trained on them alone learns those (test frame accuracy 0.50, chance 0.083).
+- ``colour``: permute the colour channels and scale the saturation by a factor in [0.5, 1], so colour cannot name
+  the category; ``blur``: a Gaussian blur of random width (sigma uniform in [0, blur] pixels of the input) on half
+  the frames, because reconstructions and the VAE's decodings are blurrier than the frames it learns from.
 """
 
 from __future__ import annotations
@@ -29,6 +40,8 @@ from pipelines.training.loop import LoopConfig, checkpoint_step, train
 MIN_CROP_AREA = 0.8  # smallest random crop, as a fraction of the frame's area
 ASPECT_RANGE = (3 / 4, 4 / 3)  # random crop aspect ratios (width / height), log-uniform
 BRIGHTNESS = 0.1  # images are multiplied by a factor in [1 - BRIGHTNESS, 1 + BRIGHTNESS]
+MIN_SATURATION = 0.5  # with colour augmentation, saturation is scaled by a factor in [MIN_SATURATION, 1]
+BLUR_PROBABILITY = 0.5  # with blur augmentation, the share of frames blurred
 EVAL_BATCH = 512  # frames per forward pass in validation and evaluation
 
 
@@ -38,8 +51,10 @@ def _resized(frames: np.ndarray, size: int, device: torch.device | str = "cpu") 
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
 
-def augment(frames: np.ndarray, size: int, rng: np.random.Generator) -> torch.Tensor:
-    """Category-preserving augmentation: random resized crop, horizontal flip, brightness.
+def augment(
+    frames: np.ndarray, size: int, rng: np.random.Generator, colour: bool = False, blur: float = 0.0
+) -> torch.Tensor:
+    """Category-preserving augmentation: random resized crop, horizontal flip, brightness (and colour, blur).
 
     Parameters
     ----------
@@ -47,7 +62,11 @@ def augment(frames: np.ndarray, size: int, rng: np.random.Generator) -> torch.Te
     size : int
         Output side length.
     rng : numpy Generator
-        Draws every random choice (crops, flips, brightness), so a batch is a function of the generator.
+        Draws every random choice (crops, flips, brightness, ...), so a batch is a function of the generator.
+    colour : bool
+        Also permute the colour channels at random and scale the saturation by a factor in [MIN_SATURATION, 1].
+    blur : float
+        If positive, blur a random half of the frames with a Gaussian of sigma uniform in [0, blur] (output pixels).
 
     Returns
     -------
@@ -68,11 +87,45 @@ def augment(frames: np.ndarray, size: int, rng: np.random.Generator) -> torch.Te
         crop = images[i : i + 1, :, y0[i] : y0[i] + crop_h[i], x0[i] : x0[i] + crop_w[i]]
         crop = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         out.append(crop.flip(-1) if flip[i] else crop)
-    return (torch.cat(out) * gain[:, None, None, None]).clamp(0, 1)
+    images = (torch.cat(out) * gain[:, None, None, None]).clamp(0, 1)
+    if colour:
+        order = torch.from_numpy(np.argsort(rng.random((n, 3)), axis=1))
+        images = torch.gather(images, 1, order[:, :, None, None].expand_as(images))
+        saturation = torch.from_numpy(rng.uniform(MIN_SATURATION, 1.0, n).astype(np.float32))[:, None, None, None]
+        images = images * saturation + images.mean(dim=1, keepdim=True) * (1 - saturation)
+    if blur > 0:
+        sigma = rng.uniform(0.0, blur, n) * (rng.random(n) < BLUR_PROBABILITY)
+        images = gaussian_blur(images, sigma)
+    return images
+
+
+def gaussian_blur(images: torch.Tensor, sigma: np.ndarray) -> torch.Tensor:
+    """Blur each image with its own isotropic Gaussian (sigma in pixels; 0 leaves the image as it is).
+
+    Parameters
+    ----------
+    images : tensor of shape (n, channels, height, width)
+    sigma : array of shape (n,)
+
+    Returns
+    -------
+    tensor of the shape of ``images``; borders are reflected, so a flat image stays flat.
+    """
+    n, channels, height, width = images.shape
+    radius = int(np.ceil(3 * max(float(np.max(sigma, initial=0.0)), 1e-3)))
+    offsets = np.arange(-radius, radius + 1, dtype=np.float64)
+    safe = np.maximum(np.asarray(sigma, np.float64), 1e-3)[:, None]  # sigma 0: a unit impulse
+    kernels = np.exp(-0.5 * (offsets[None, :] / safe) ** 2)
+    kernels = torch.from_numpy((kernels / kernels.sum(axis=1, keepdims=True)).astype(np.float32))
+    kernels = kernels.repeat_interleave(channels, dim=0)  # one kernel per (image, channel)
+    x = images.reshape(1, n * channels, height, width)
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), kernels[:, None, None, :], groups=n * channels)
+    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), kernels[:, None, :, None], groups=n * channels)
+    return x.reshape(n, channels, height, width)
 
 
 def frame_batches(
-    frames: np.ndarray, category_ids: np.ndarray, size: int, batch_size: int
+    frames: np.ndarray, category_ids: np.ndarray, size: int, batch_size: int, colour: bool = False, blur: float = 0.0
 ) -> Callable[[np.random.Generator], tuple[torch.Tensor, torch.Tensor]]:
     """A batch sampler of augmented random frames of random clips with their clip's category.
 
@@ -83,6 +136,8 @@ def frame_batches(
     size : int
         The classifier's input size.
     batch_size : int
+    colour, blur
+        The optional augmentations of :func:`augment`.
 
     Returns
     -------
@@ -94,7 +149,8 @@ def frame_batches(
     def sample(rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         clips = rng.integers(len(frames), size=batch_size)
         frame = rng.integers(frames.shape[1], size=batch_size)
-        return augment(frames[clips, frame], size, rng), torch.from_numpy(np.asarray(category_ids)[clips])
+        images = augment(frames[clips, frame], size, rng, colour, blur)
+        return images, torch.from_numpy(np.asarray(category_ids)[clips])
 
     return sample
 
@@ -123,6 +179,9 @@ def train_frame_classifier(
     backbones_dir: str | Path,
     workdir: str | Path,
     device: str = "cpu",
+    corpus_runs: int = 0,
+    colour: bool = False,
+    blur: float = 0.0,
 ) -> dict:
     """Train the demo frame classifier on training frames, select on validation error, save it.
 
@@ -142,20 +201,29 @@ def train_frame_classifier(
         returns at once and leaves ``backbones_dir/frame_classifier`` as it is if it already holds that run's
         weights (so its ``meta.json`` keeps the training time).
     device : str
+    corpus_runs : int
+        Also train on this many simulated movies no subject saw (:meth:`BackboneData.corpus`); validation and test
+        stay the subject's.
+    colour, blur
+        The optional augmentations of :func:`augment`.
 
     Returns
     -------
     dict
         ``data_key``, ``steps``, ``start_step`` (where this call began: ``steps`` if it only reloaded a finished
         run), ``best_step``, ``best_score`` (validation error rate per frame), ``best_val_acc``, ``seconds`` (this
-        call), ``n_params`` and ``history`` (the loop's validation records).
+        call), ``corpus_runs``, ``colour``, ``blur``, ``n_train_clips``, ``n_params`` and ``history`` (the loop's
+        validation records).
 
     Raises
     ------
     ValueError
-        If a split lacks frames, the validation split is empty or a category id is out of range.
+        If a split lacks frames, the validation split is empty, a category id is out of range, ``corpus_runs`` is
+        negative or ``blur`` is negative.
     """
     start = time.time()
+    if corpus_runs < 0 or blur < 0:
+        raise ValueError(f"corpus_runs and blur: expected values >= 0, got {corpus_runs} and {blur}.")
     train_frames, val_frames = data.frames("train"), data.frames("val")
     train_ids, val_ids = _check_labels(data, "train"), _check_labels(data, "val")
     if len(val_frames) == 0:
@@ -163,6 +231,11 @@ def train_frame_classifier(
             "data.split('val') has 0 clips; expected at least 1 to select checkpoints. "
             "Prepare the data with a validation segment."
         )
+    if corpus_runs:
+        corpus = data.corpus(corpus_runs)
+        train_frames = np.concatenate([train_frames, corpus["frames"]])
+        train_ids = np.concatenate([train_ids, corpus["category_id"]])
+    options = {"corpus_runs": corpus_runs, "colour": colour, "blur": blur}
     config = replace(arch.frame_classifier, labels=tuple(data.categories))
     size = config.image_size
     val_images = val_frames.reshape(-1, *val_frames.shape[2:])
@@ -180,13 +253,13 @@ def train_frame_classifier(
         )
         return float((predicted != val_labels).float().mean())
 
-    sample_batch = frame_batches(train_frames, train_ids, size, loop.batch_size)
+    sample_batch = frame_batches(train_frames, train_ids, size, loop.batch_size, colour, blur)
     start_step = checkpoint_step(workdir)  # where this call starts
     model, result = train("frame_classifier", model, sample_batch, classifier_loss, validate, loop, workdir)
 
     meta = {"data_key": data.dataset.key, "steps": loop.steps, "start_step": start_step,
             "best_step": result.best_step, "best_score": result.best_score, "best_val_acc": 1 - result.best_score,
-            "seconds": time.time() - start}  # fmt: skip
+            "seconds": time.time() - start, **options, "n_train_clips": len(train_frames)}  # fmt: skip
     target = Path(backbones_dir) / "frame_classifier"
     if not (start_step == loop.steps and meta_matches(target, meta)):
         model.save_pretrained(target, {"role": "frame_classifier", **meta})

@@ -90,17 +90,36 @@ def train_vae(
 
 
 def evaluate_vae(data: BackboneData, backbones_dir: str | Path, device: str = "cpu", batch_size: int = 128) -> dict:
-    """Reconstruction PSNR (dB) of the saved VAE on every test frame at the VAE's resolution.
+    """Reconstruction PSNR (dB) of the saved VAE on every test frame at the VAE's resolution, and how much of the
+    category its decodings keep.
 
-    Returns ``vae_psnr`` (mean over frames), ``vae_psnr_std`` and ``vae_n_frames``.
+    Returns ``vae_psnr`` (mean over frames), ``vae_psnr_std`` and ``vae_n_frames``. When ``backbones_dir`` also
+    holds the frame classifier: ``vae_category_acc``, the share of decodings it puts in the clip's category, beside
+    ``vae_frame_category_acc``, its share on the same frames before encoding. Anything drawn through this VAE (the
+    renderer's samples, the reconstructions) is a decoding, so ``vae_category_acc`` bounds what the classifier can
+    recognise in them.
     """
     vae = load_backbone("vae", "demo", backbones_dir, device)
-    frames = _flat_frames(data.split("test").frames)
-    scores = []
+    classifier = None
+    if (Path(backbones_dir) / "frame_classifier" / "meta.json").is_file():
+        classifier = load_backbone("frame_classifier", "demo", backbones_dir, device)
+    test = data.split("test").frames
+    frames = _flat_frames(test)
+    scores, hits, frame_hits = [], [], []
+    if classifier is not None:  # compared by name: a category the classifier does not know is never right
+        names = np.asarray(classifier.labels)
+        truth = np.repeat(np.asarray(data.categories)[data.labels["test"]["category_id"]], test.shape[1])
     for i in range(0, len(frames), batch_size):
         batch = frames[i : i + batch_size]
         recon = vae.decode(vae.encode(batch))
         reference = to_frames((_resized(batch, vae.image_size, "cpu") + 1) / 2)  # the frames the VAE was given
         scores.append(psnr(reference, recon))
+        if classifier is not None:
+            hits.append(names[classifier.logits(recon).argmax(axis=1)] == truth[i : i + batch_size])
+            frame_hits.append(names[classifier.logits(reference).argmax(axis=1)] == truth[i : i + batch_size])
     scores = np.concatenate(scores)
-    return {"vae_psnr": float(scores.mean()), "vae_psnr_std": float(scores.std()), "vae_n_frames": int(len(scores))}
+    out = {"vae_psnr": float(scores.mean()), "vae_psnr_std": float(scores.std()), "vae_n_frames": int(len(scores))}
+    if classifier is not None:
+        out["vae_category_acc"] = float(np.concatenate(hits).mean())
+        out["vae_frame_category_acc"] = float(np.concatenate(frame_hits).mean())
+    return out

@@ -14,10 +14,12 @@ from pipelines.features.backbones import load_backbone
 from pipelines.models.classifier import FrameClassifier
 from pipelines.training.backbones.classifier import (
     BRIGHTNESS,
+    MIN_SATURATION,
     augment,
     classifier_loss,
     evaluate_classifier,
     frame_batches,
+    gaussian_blur,
     train_frame_classifier,
 )
 from pipelines.training.backbones.config import BackboneTrainingConfig
@@ -58,6 +60,49 @@ def test_augmentation_only_crops_flips_and_scales_brightness():
     assert 0.35 < flipped < 0.65  # mirrored about half the time
     assert ((left > 0.8) | (right > 0.8)).all()  # crops of >= 80 % of the area keep the outer quarter
     torch.testing.assert_close(augment(halves, 32, np.random.default_rng(1)), out)  # a function of the rng
+
+
+def test_colour_augmentation_permutes_the_channels_and_lowers_the_saturation():
+    red = np.zeros((300, 16, 16, 3), np.uint8)
+    red[..., 0] = 255
+    plain = augment(red, 16, np.random.default_rng(2))
+    out = augment(red, 16, np.random.default_rng(2), colour=True)
+    torch.testing.assert_close(augment(red, 16, np.random.default_rng(2), colour=True), out)  # a function of the rng
+    pixel, gain = out[:, :, 8, 8], plain[:, 0, 8, 8]  # flat images: one pixel says it all
+    strong = pixel.argmax(dim=1)
+    assert set(strong.tolist()) == {0, 1, 2}  # red became red, green or blue
+    assert 0.2 < (strong == 0).float().mean() < 0.47
+    weak = pixel.sort(dim=1).values[:, :2]  # the other two channels: equal, the grey mixed in
+    torch.testing.assert_close(weak[:, 0], weak[:, 1])
+    saturation = 1 - 3 * weak[:, 0] / gain  # grey = gain / 3, mixed in with weight 1 - saturation
+    assert MIN_SATURATION - 1e-4 <= saturation.min() and saturation.max() <= 1 + 1e-4
+    assert saturation.std() > 0.1
+    torch.testing.assert_close(pixel.sum(dim=1), gain)  # brightness is kept
+
+
+def test_gaussian_blur_matches_scipy():
+    ndimage = pytest.importorskip("scipy.ndimage")
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.random((2, 3, 12, 10)).astype(np.float32))
+    out = gaussian_blur(images, np.array([1.0, 0.0]))  # radius 3: scipy with truncate=3
+    expected = ndimage.gaussian_filter(images[0].numpy().astype(np.float64), (0, 1.0, 1.0), mode="mirror", truncate=3.0)
+    np.testing.assert_allclose(out[0].numpy(), expected, atol=1e-5)
+    torch.testing.assert_close(out[1], images[1])  # sigma 0: unchanged
+    flat = torch.full((1, 3, 8, 8), 0.3)
+    torch.testing.assert_close(gaussian_blur(flat, np.array([2.0])), flat)  # reflected borders keep it flat
+
+
+def test_blur_augmentation_blurs_about_half_the_frames():
+    stripes = np.zeros((400, 32, 32, 3), np.uint8)
+    stripes[:, :, ::2] = 255  # one-pixel vertical stripes; crops and flips keep some of them
+    sharp = augment(stripes, 32, np.random.default_rng(3))
+    out = augment(stripes, 32, np.random.default_rng(3), blur=2.0)
+    contrast = (out[..., 1:] - out[..., :-1]).abs().mean(dim=(1, 2, 3))
+    before = (sharp[..., 1:] - sharp[..., :-1]).abs().mean(dim=(1, 2, 3))
+    kept = (out == sharp).all(dim=3).all(dim=2).all(dim=1)  # the frames the coin left sharp are untouched
+    assert 0.4 < kept.float().mean() < 0.6
+    assert (contrast[~kept] <= before[~kept] + 1e-5).all()  # blurring never sharpens
+    assert (contrast[~kept] < 0.8 * before[~kept]).float().mean() > 0.7  # most sigmas blur visibly
 
 
 def test_loss_falls_when_overfitting_one_batch(tiny_data, tmp_path):
@@ -117,6 +162,16 @@ def test_a_finished_run_is_not_repeated(trained, tiny_data):
     assert (folder / "model.safetensors").read_bytes() == before["model.safetensors"]
 
 
+def test_corpus_and_augmentation_options_are_recorded(tiny_data, tmp_path):
+    summary = train_frame_classifier(tiny_data, TINY, LOOP, tmp_path / "b", tmp_path / "w", corpus_runs=1,
+                                     colour=True, blur=1.5)  # fmt: skip
+    n_subject = len(tiny_data.split("train").frames)
+    assert summary["n_train_clips"] > n_subject and summary["steps"] == LOOP.steps
+    meta = json.loads((tmp_path / "b" / "frame_classifier" / "meta.json").read_text())
+    assert (meta["corpus_runs"], meta["colour"], meta["blur"]) == (1, True, 1.5)
+    assert meta["n_train_clips"] == summary["n_train_clips"]
+
+
 def _with_split(data, name, **changes):
     splits = {**data.dataset.splits, name: replace(data.dataset.splits[name], **changes)}
     return replace(data, dataset=replace(data.dataset, splits=splits))
@@ -133,6 +188,10 @@ def test_training_errors(tiny_data, tmp_path):
     labels["train"]["category_id"] = labels["train"]["category_id"] + 12
     with pytest.raises(ValueError, match=r"'category_id'\]: expected values in 0..11 \(12 categories\), got 12"):
         train_frame_classifier(replace(tiny_data, labels=labels), *args)
+    with pytest.raises(ValueError, match=r"corpus_runs and blur: expected values >= 0, got -1 and 0.0"):
+        train_frame_classifier(tiny_data, *args, corpus_runs=-1)
+    with pytest.raises(ValueError, match=r"corpus_runs and blur: expected values >= 0, got 0 and -1.0"):
+        train_frame_classifier(tiny_data, *args, blur=-1.0)
     assert not (tmp_path / "w").exists()  # refused before any work
 
 

@@ -20,3 +20,12 @@ def test_clip_options_name_the_trainer_arguments():
     }  # fmt: skip
     assert config.options("unet") == {}
     assert from_dict(BackboneTrainingConfig, {"clip_hard_negatives": True}).options("clip") == {"hard_negatives": True}
+
+
+def test_classifier_options_name_the_trainer_arguments():
+    config = from_dict(
+        BackboneTrainingConfig, {"classifier_corpus_runs": 30, "classifier_colour": True, "classifier_blur": 1.5}
+    )
+    assert config.options("frame_classifier") == {"corpus_runs": 30, "colour": True, "blur": 1.5}
+    assert config.options("clip") == {} and config.options("raft") == {}
+    assert from_dict(BackboneTrainingConfig, {"classifier_blur": 1.0}).options("frame_classifier") == {"blur": 1.0}

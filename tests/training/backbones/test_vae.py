@@ -34,3 +34,19 @@ def test_train_and_evaluate(tiny_data, tmp_path):
     assert meta["data_key"] == tiny_data.dataset.key and meta["role"] == "vae"
     scores = evaluate_vae(tiny_data, tmp_path / "backbones")
     assert scores["vae_n_frames"] == tiny_data.split("test").frames.shape[0] * 8 and scores["vae_psnr"] > 5
+    assert "vae_category_acc" not in scores  # no classifier in the folder: nothing to score the category with
+
+
+def test_the_category_kept_by_the_decodings(tiny_data, tiny_backbones, tmp_path):
+    """With the frame classifier beside it, the evaluation also classifies the decodings and the frames."""
+    folder, _ = tiny_backbones
+    scores = evaluate_vae(tiny_data, folder, batch_size=7)  # batches that cut clips apart
+    vae = load_backbone("vae", "demo", folder)
+    classifier = load_backbone("frame_classifier", "demo", folder)
+    frames = tiny_data.split("test").frames
+    flat = frames.reshape(-1, *frames.shape[2:])
+    truth = np.repeat([tiny_data.categories[c] for c in tiny_data.labels["test"]["category_id"]], 8)
+    decoded = np.concatenate([vae.decode(vae.encode(flat[i : i + 7])) for i in range(0, len(flat), 7)])
+    predicted = np.asarray(classifier.labels)[classifier.logits(decoded).argmax(1)]  # knows 3 of the 12 categories
+    assert scores["vae_category_acc"] == pytest.approx(np.mean(predicted == truth))
+    assert 0 <= scores["vae_frame_category_acc"] <= 1
