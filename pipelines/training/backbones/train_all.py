@@ -3,7 +3,8 @@
 Order (each role needs the ones before it): clip → frame_classifier → vae → unet (conditioned on the CLIP text
 tower, denoising the VAE's latents) → raft. A role whose saved model is up to date (same data, same settings) is
 skipped; an interrupted role resumes from its last checkpoint in ``--workdir``. ``backbones.json`` in ``--out``
-records what was trained, on what, and how long it took.
+records what was trained, on what, and how long it took; a role whose finished checkpoint is only reloaded (its saved
+folder was outdated but its run had ended) keeps the record of the run that trained it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pipelines.config import config_hash, load_config, preset_path, to_dict
 from pipelines.features.demo_tier import DemoBackbonesConfig, weights_id
 from pipelines.training.backbones.config import BackboneTrainingConfig
 from pipelines.training.backbones.data import load_backbone_data
+from pipelines.training.loop import checkpoint_step
 
 ORDER = ("clip", "frame_classifier", "vae", "unet", "raft")
 TRAINERS = {
@@ -92,9 +94,14 @@ def train_backbones(
         start = time.time()
         # Checkpoints per (role, settings): the same settings resume, changed settings start afresh.
         key = config_hash(loop, arch) if not options else config_hash(loop, arch, options)
+        finished = checkpoint_step(workdir / role / key) >= loop.steps  # only reloads its selected weights
         result = trainer(data, arch, loop, out, workdir / role / key, device=device, **options)
         _record_settings(out / role, {"loop": settings, "architecture": architecture,
                                       "upstream": upstream_weights(out, role)})  # fmt: skip
+        previous = summary["roles"].get(role, {})
+        if finished and previous.get("loop") == settings:  # keep the record of the run that trained it
+            print(f"[train-backbones] {role}: reloaded its finished run; backbones.json keeps that run's times")
+            continue
         summary["roles"][role] = {**result, "loop": settings, "wall_seconds": round(time.time() - start, 1)}
         out.mkdir(parents=True, exist_ok=True)
         summary_path.write_text(json.dumps(summary, indent=2, default=str))

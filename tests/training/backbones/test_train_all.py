@@ -24,6 +24,12 @@ def test_train_then_evaluate_every_role(tiny_twin, tmp_path, capsys):
 
     assert train_all.main(args) == 0  # everything is up to date: nothing retrains
     assert capsys.readouterr().out.count("up to date, skipped") == len(train_all.ORDER)
+    meta_path = out / "vae" / "meta.json"
+    meta_path.write_text(json.dumps({**json.loads(meta_path.read_text()), "loop": {}}))  # outdated folder, run done
+    assert train_all.main([*args, "--roles", "vae"]) == 0
+    assert "vae: reloaded its finished run; backbones.json keeps that run's times" in capsys.readouterr().out
+    assert json.loads((out / "backbones.json").read_text())["roles"]["vae"] == summary["roles"]["vae"]
+    assert json.loads(meta_path.read_text())["loop"]  # the folder is up to date again
 
     assert train_all.main([*args, "--roles", "clip", "clip.steps=8"]) == 0  # changed settings: retrained
     assert "clip: training (8 steps" in capsys.readouterr().out
