@@ -25,10 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.config import load_config, preset_path  # noqa: E402
-from pipelines.features.demo_tier import DemoBackbonesConfig  # noqa: E402
 from pipelines.training.backbones.config import BackboneTrainingConfig  # noqa: E402
-from pipelines.training.backbones.train_all import ORDER, train_backbones  # noqa: E402
+from pipelines.training.backbones.train_all import ORDER, load_presets, train_backbones  # noqa: E402
 
 BUDGET_S = 3600.0  # the whole demo tier on 2 CPU cores
 
@@ -91,8 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.summary:
         print(table(json.loads(Path(args.summary).read_text())))
         return 0
-    arch = load_config(DemoBackbonesConfig, preset_path("backbones", args.preset))
-    training = load_config(BackboneTrainingConfig, preset_path("backbones", f"train_{args.preset}"))
+    arch, training = load_presets(args.preset)
     run = scaled(training, args.steps_scale) if args.steps_scale != 1 else training
     out = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="mindreel-bench-backbones-"))
     if args.keep and (out / "backbones.json").exists():

@@ -156,17 +156,13 @@ def preset_settings(config: WorkflowConfig) -> dict[str, Any]:
     and ``decoders`` (``configs/decoders/<config>.yaml``). Part of the fingerprints, so that editing one of those
     files re-runs the steps that read it."""
     from pipelines.data.twin.simulate import TwinConfig
-    from pipelines.features.demo_tier import DemoBackbonesConfig
-    from pipelines.training.backbones.config import BackboneTrainingConfig
+    from pipelines.training.backbones.train_all import load_presets
     from pipelines.training.decoders.config import load_decoders_config
 
-    preset = config.backbones.preset
+    architecture, training = load_presets(config.backbones.preset)  # as train-backbones reads them
     return {
         "twin": to_dict(load_config(TwinConfig, preset_path("twin", config.simulate.preset))),
-        "backbones": {
-            "architecture": to_dict(load_config(DemoBackbonesConfig, preset_path("backbones", preset))),
-            "training": to_dict(load_config(BackboneTrainingConfig, preset_path("backbones", f"train_{preset}"))),
-        },
+        "backbones": {"architecture": to_dict(architecture), "training": to_dict(training)},
         "decoders": to_dict(load_decoders_config(config.decoders.config)),
     }
 

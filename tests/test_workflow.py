@@ -117,11 +117,13 @@ def test_editing_a_preset_file_reruns_the_steps_that_read_it(tmp_path, stand_in,
     calls, _ = stand_in
     assert workflow.main(["--preset", "demo", "--out", str(tmp_path)]) == 0
     calls.clear()
-    real = workflow.preset_path
+    from pipelines.training.backbones import train_all  # reads the backbones presets for train-backbones
+
+    real = train_all.preset_path
     edited = tmp_path / "train_demo.yaml"
     edited.write_text(real("backbones", "train_demo").read_text() + "\nclassifier_blur: 0.5\n")
     monkeypatch.setattr(
-        workflow, "preset_path", lambda kind, name: edited if name == "train_demo" else real(kind, name)
+        train_all, "preset_path", lambda kind, name: edited if name == "train_demo" else real(kind, name)
     )
     assert workflow.main(["--preset", "demo", "--out", str(tmp_path)]) == 0
     assert calls == list(workflow.STEPS[2:])  # the workflow's own section did not change; the file it names did

@@ -60,6 +60,17 @@ def up_to_date(out: Path, role: str, data_key: str, loop: dict, architecture: di
     return all(current.get(name) == weights for name, weights in recorded.items())
 
 
+def load_presets(preset: str, overrides: list[str] | None = None) -> tuple[DemoBackbonesConfig, BackboneTrainingConfig]:
+    """The architectures (``configs/backbones/<preset>.yaml``) and training settings (``train_<preset>.yaml``) of a
+    backbones preset, with ``KEY=VALUE`` overrides: those prefixed ``arch.`` go to the architectures, the others to
+    the training settings."""
+    overrides = overrides or []
+    arch_overrides = [o.removeprefix("arch.") for o in overrides if o.startswith("arch.")]
+    loop_overrides = [o for o in overrides if not o.startswith("arch.")]
+    arch = load_config(DemoBackbonesConfig, preset_path("backbones", preset), arch_overrides)
+    return arch, load_config(BackboneTrainingConfig, preset_path("backbones", f"train_{preset}"), loop_overrides)
+
+
 def train_backbones(
     data_root: str | Path,
     out: str | Path,
@@ -98,11 +109,10 @@ def train_backbones(
         result = trainer(data, arch, loop, out, workdir / role / key, device=device, **options)
         _record_settings(out / role, {"loop": settings, "architecture": architecture,
                                       "upstream": upstream_weights(out, role)})  # fmt: skip
-        previous = summary["roles"].get(role, {})
-        if finished and previous.get("loop") == settings:  # keep the record of the run that trained it
+        if finished and summary["roles"].get(role, {}).get("loop") == settings:  # keep the run that trained it
             print(f"[train-backbones] {role}: reloaded its finished run; backbones.json keeps that run's times")
-            continue
-        summary["roles"][role] = {**result, "loop": settings, "wall_seconds": round(time.time() - start, 1)}
+        else:
+            summary["roles"][role] = {**result, "loop": settings, "wall_seconds": round(time.time() - start, 1)}
         out.mkdir(parents=True, exist_ok=True)
         summary_path.write_text(json.dumps(summary, indent=2, default=str))
     return summary
@@ -136,10 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="KEY=VALUE overrides of the training settings (clip.steps=200 "
                         "vae.lr=0.002) or, prefixed with arch., of the architectures (arch.clip.vision_tower=resnet)")  # fmt: skip
     args = parser.parse_intermixed_args(argv)
-    arch_overrides = [o.removeprefix("arch.") for o in args.overrides if o.startswith("arch.")]
-    loop_overrides = [o for o in args.overrides if not o.startswith("arch.")]
-    arch = load_config(DemoBackbonesConfig, preset_path("backbones", args.preset), arch_overrides)
-    training = load_config(BackboneTrainingConfig, preset_path("backbones", f"train_{args.preset}"), loop_overrides)
+    arch, training = load_presets(args.preset, args.overrides)
     roles = tuple(r.strip() for r in args.roles.split(",") if r.strip())
     summary = train_backbones(args.data, args.out, arch, training, roles, args.workdir, args.device,
                               args.cache_dir)  # fmt: skip
