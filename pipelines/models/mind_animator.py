@@ -109,6 +109,7 @@ class SemanticDecoderConfig:
     token_dim: int = 128  # width of a conditioning token (code: 768; demo CLIP text width 128)
     dropout: float = 0.3  # after the input layer (code: 0.3)
     block_dropout: float = 0.15  # inside each residual block (code: 0.15)
+    out_proj: bool = False  # a Linear(embed_dim → embed_dim) after the trunk, so f can take either sign (code: none)
 
 
 class SemanticOutput(NamedTuple):
@@ -136,8 +137,10 @@ class SemanticDecoder(SavesPretrained, nn.Module):
     blocks; its output is f. Head: [LN, GELU, Linear] through ``head_dims`` to ``n_tokens × token_dim``. A learnable
     logit scale (initialised to log(1/0.07)) serves the contrastive loss.
 
-    Deviation (reference C.1): all ``n_tokens`` tokens are predicted, including the prompt-independent token 0 that
-    the code loads from ``cls.npy``; the token MSE learns it as a constant, and no extra file is needed.
+    Deviations (reference C.1): all ``n_tokens`` tokens are predicted, including the prompt-independent token 0 that
+    the code loads from ``cls.npy``; the token MSE learns it as a constant, and no extra file is needed. With
+    ``out_proj`` a Linear(embed_dim → embed_dim) ends the trunk: the reference's f is a sum of GELU outputs, each at
+    least about −0.17, so it cannot point where a CLIP embedding with large negative components points.
     """
 
     CONFIG = SemanticDecoderConfig
@@ -159,6 +162,7 @@ class SemanticDecoder(SavesPretrained, nn.Module):
             nn.GELU(),
             nn.Dropout(config.dropout),
             *[_ResidualMLP(d, config.block_dropout) for _ in range(config.n_blocks)],
+            *([nn.Linear(d, d)] if config.out_proj else []),
         )
         head, width = [], d
         for out in (*config.head_dims, config.n_tokens * config.token_dim):

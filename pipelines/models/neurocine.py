@@ -14,8 +14,12 @@ context). What is fixed here is this project's design, stated so it can be compa
   learned mask token and a linear head reconstructs their voxels (MAE-style), averaged over masked tokens only.
 - L_tem (temporal interpolation, :func:`pipelines.models.augment.temporal_interpolate`): the same head reconstructs
   the original voxels of the interpolated TRs.
-- L_emb: α·InfoNCE_sym(embedding, CLIP text) + (1 − α)·InfoNCE_sym(embedding, CLIP image) on the mean-pooled token
+- L_emb: α·InfoNCE_sym(embedding, CLIP text) + (1 − α)·InfoNCE_sym(embedding, CLIP image) on the pooled tokens
   (the abstract names "contrastive fMRI representation learning" without its targets; these are MinD-Video's).
+  ``pool="mean"`` averages the tokens. Every token shares one patch embedding, so the mean gives voxel k of every
+  patch the same weight in the linear part of the embedding. ``pool="mixer"`` uses a token-axis Linear (n_tokens →
+  ``n_pool``), as MinD-Video maps its tokens to the UNet's context and this encoder maps them to its conditioning:
+  each voxel patch gets its own weight.
 - The conditioning projection (token-axis Linear, then Linear, GELU, Linear with a residual, as MinD-Video) is
   trained by MSE to the renderer's text-conditioning tokens, so that the encoder can drive the same renderer as the
   other methods.
@@ -35,6 +39,9 @@ from torch import nn
 from pipelines.models.checks import check_positive, check_shape
 from pipelines.models.io import SavesPretrained
 from pipelines.models.mind_animator import symmetric_info_nce
+
+
+POOLS = ("mean", "mixer")  # how FMRIEncoder pools its tokens into the CLIP-space embedding
 
 
 def n_patches(n_voxels: int, patch_size: int) -> int:
@@ -96,13 +103,15 @@ class FMRIEncoderConfig:
     embed_dim: int = 128  # CLIP space of the contrastive loss (demo CLIP: 128)
     n_cond_tokens: int = 32  # renderer conditioning tokens (demo CLIP context_length: 32)
     cond_dim: int = 128  # renderer conditioning width (demo CLIP text width: 128)
+    pool: str = "mean"  # embedding from: "mean" (the mean token) or "mixer" (token-axis Linear to n_pool, then Linear)
+    n_pool: int = 8  # token-axis outputs of the "mixer" pool
 
 
 class FMRIEncoderOutput(NamedTuple):
     """What :class:`FMRIEncoder` returns."""
 
     tokens: torch.Tensor  # (batch, n_tokens, d_model): final token states
-    embedding: torch.Tensor  # (batch, embed_dim): mean-pooled, projected to CLIP space (not normalised)
+    embedding: torch.Tensor  # (batch, embed_dim): pooled, projected to CLIP space (not normalised)
     conditioning: torch.Tensor  # (batch, n_cond_tokens, cond_dim): the renderer's conditioning tokens
     reconstruction: torch.Tensor  # (batch, window, n_tokens, patch_size): predicted voxels of every token and TR
     attention: list[torch.Tensor] | None  # per layer (batch, n_heads, n_tokens, n_tokens), if asked for
@@ -149,8 +158,8 @@ class FMRIEncoder(SavesPretrained, nn.Module):
     """Transformer over voxel-patch tokens of a TR window → CLIP embedding, conditioning tokens, reconstruction.
 
     Layout: :func:`patchify` → per token Linear(window·patch_size → d_model) (a learned mask token replaces masked
-    positions) + fixed sin-cos positions → ``depth`` pre-norm blocks → LayerNorm. Heads: mean pool → Linear to
-    ``embed_dim``; token-axis Linear (n_tokens → n_cond_tokens) → Linear(d_model → cond_dim) → GELU → Linear with a
+    positions) + fixed sin-cos positions → ``depth`` pre-norm blocks → LayerNorm. Heads: mean pool (or the token-axis
+    ``pool_mixer``) → Linear to ``embed_dim``; token-axis Linear (n_tokens → n_cond_tokens) → Linear(d_model → cond_dim) → GELU → Linear with a
     residual; Linear(d_model → window·patch_size) for reconstruction. A learnable logit scale (log(1/0.07)) serves
     :func:`embedding_loss`. Design choices and deviations: see the module docstring.
     """
@@ -164,6 +173,9 @@ class FMRIEncoder(SavesPretrained, nn.Module):
             check_positive(c, name)
         check_positive(c, "n_cond_tokens")
         check_positive(c, "cond_dim")
+        check_positive(c, "n_pool")
+        if c.pool not in POOLS:
+            raise ValueError(f"FMRIEncoderConfig.pool: expected one of {list(POOLS)}, got {c.pool!r}.")
         if c.d_model % c.n_heads or c.d_model % 2:
             raise ValueError(
                 f"FMRIEncoderConfig.d_model: expected an even multiple of n_heads={c.n_heads}, got {c.d_model}."
@@ -181,7 +193,9 @@ class FMRIEncoder(SavesPretrained, nn.Module):
         self.register_buffer("positions", _sincos(self.n_tokens, c.d_model), persistent=False)
         self.blocks = nn.ModuleList(_Block(c) for _ in range(c.depth))
         self.norm = nn.LayerNorm(c.d_model)
-        self.embed_head = nn.Linear(c.d_model, c.embed_dim)
+        if c.pool == "mixer":  # position-aware: each voxel patch gets its own weight in the embedding
+            self.pool_mixer = nn.Linear(self.n_tokens, c.n_pool)
+        self.embed_head = nn.Linear(c.d_model * (c.n_pool if c.pool == "mixer" else 1), c.embed_dim)
         self.token_mixer = nn.Linear(self.n_tokens, c.n_cond_tokens)
         self.cond_in = nn.Linear(c.d_model, c.cond_dim)
         self.cond_mlp = nn.Sequential(nn.GELU(), nn.Linear(c.cond_dim, c.cond_dim))
@@ -240,7 +254,11 @@ class FMRIEncoder(SavesPretrained, nn.Module):
             if return_attention:
                 attention.append(weights)
         tokens = self.norm(x)
-        embedding = self.embed_head(tokens.mean(dim=1))
+        if c.pool == "mixer":
+            pooled = self.pool_mixer(tokens.transpose(1, 2)).flatten(1)  # (batch, d_model · n_pool)
+        else:
+            pooled = tokens.mean(dim=1)
+        embedding = self.embed_head(pooled)
         cond = self.cond_in(self.token_mixer(tokens.transpose(1, 2)).transpose(1, 2))
         conditioning = cond + self.cond_mlp(cond)
         recon = self.recon_head(tokens).view(b, n, c.window, c.patch_size).permute(0, 2, 1, 3)

@@ -152,6 +152,19 @@ def test_semantic_decoder_shapes_and_init():
     assert all(not m.bias.detach().any() for m in model.modules() if isinstance(m, torch.nn.Linear))
 
 
+def test_semantic_out_proj_lets_the_embedding_take_either_sign():
+    torch.manual_seed(0)
+    plain = SemanticDecoder(SemanticDecoderConfig(**{**SEM.__dict__, "n_blocks": 0})).eval()
+    projected = SemanticDecoder(SemanticDecoderConfig(**{**SEM.__dict__, "n_blocks": 0, "out_proj": True})).eval()
+    fmri = torch.randn(64, 20)
+    # without it f ends in GELU, whose minimum is about -0.17: the embedding cannot point into a negative orthant
+    assert plain(fmri).embedding.min() > -0.171
+    assert projected(fmri).embedding.min() < -0.5
+    last = projected.trunk[-1]
+    assert isinstance(last, torch.nn.Linear) and (last.in_features, last.out_features) == (16, 16)
+    torch.testing.assert_close(projected(fmri).embedding, last(projected.trunk[:-1](fmri)))
+
+
 def test_semantic_decoder_trains():
     torch.manual_seed(0)
     model = SemanticDecoder(SEM)

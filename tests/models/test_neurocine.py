@@ -79,6 +79,22 @@ def test_encoder_shapes_and_patchified_input():
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+def test_mixer_pool_weighs_each_token_position_on_its_own():
+    torch.manual_seed(0)
+    model = FMRIEncoder(FMRIEncoderConfig(**{**TINY.__dict__, "pool": "mixer", "n_pool": 3})).eval()
+    out = model(torch.randn(2, 3, 30))
+    mix, head = model.pool_mixer, model.embed_head
+    # independent reference: pooled[b, d, p] = sum_n tokens[b, n, d] W[p, n] + c[p], flattened d-major, then the head
+    pooled = torch.einsum("bnd,pn->bdp", out.tokens, mix.weight) + mix.bias
+    expected = pooled.reshape(2, -1) @ head.weight.T + head.bias
+    torch.testing.assert_close(out.embedding, expected, rtol=1e-5, atol=1e-6)
+    assert head.in_features == 16 * 3
+    # unlike the mean, the mixer tells token positions apart: swapping two tokens' states changes the embedding
+    swapped = out.tokens[:, [1, 0, *range(2, N_TOKENS)]]
+    again = torch.einsum("bnd,pn->bdp", swapped, mix.weight) + mix.bias
+    assert not torch.allclose(again.reshape(2, -1) @ head.weight.T + head.bias, expected)
+
+
 def test_reconstruction_head_is_aligned_with_the_patches():
     """A linear model that copies its input through the recon head's layout gives back the patches."""
     torch.manual_seed(0)
@@ -149,6 +165,10 @@ def test_encoder_errors():
         ValueError, match=r"FMRIEncoderConfig.attn_dropout: expected a probability in \[0, 1\), got 1.5"
     ):
         FMRIEncoder(FMRIEncoderConfig(**{**TINY.__dict__, "attn_dropout": 1.5}))
+    with pytest.raises(ValueError, match=r"FMRIEncoderConfig.pool: expected one of \['mean', 'mixer'\], got 'max'"):
+        FMRIEncoder(FMRIEncoderConfig(**{**TINY.__dict__, "pool": "max"}))
+    with pytest.raises(ValueError, match="FMRIEncoderConfig.n_pool: expected a positive integer, got 0"):
+        FMRIEncoder(FMRIEncoderConfig(**{**TINY.__dict__, "pool": "mixer", "n_pool": 0}))
     model = FMRIEncoder(TINY)
     with pytest.raises(ValueError, match=r"fmri: expected a tensor of shape \(batch, 3, 30\), got shape \(2, 2, 30\)"):
         model(torch.zeros(2, 2, 30))

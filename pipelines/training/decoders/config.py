@@ -56,6 +56,7 @@ class FlowTraining:
 
     stride: int = 2  # clip frames between the two frames of a flow: 8 frames per TR → (0,2), (2,4), (4,6) = 3 per TR
     codebook_vectors: int = 200_000  # training flow vectors k-means sees at most
+    epe_weight: float = 0.0  # weight of the expected flow's end-point error beside the cross-entropy (paper: 0)
 
 
 @dataclass(frozen=True)

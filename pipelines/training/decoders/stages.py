@@ -357,7 +357,11 @@ class FlowStage(Stage):
 
     def loss(self, model, batch):
         fmri, first, flows = batch
-        return flow_classification_loss(model(fmri, first), unwrap(model).codebook.assign(flows))
+        core, logits = unwrap(model), model(fmri, first)
+        loss = flow_classification_loss(logits, core.codebook.assign(flows))
+        if self.config.train.epe_weight > 0:  # the metric itself, on the decoded (expected) flow
+            loss = loss + self.config.train.epe_weight * (core.expected_flow(logits) - flows).norm(dim=2).mean()
+        return loss
 
     def predict(self, model: FlowDecoder, fmri: np.ndarray, first_frames: np.ndarray) -> np.ndarray:
         """Expected flows (n, n_flows, 2, grid, grid) from windows (n, window, n_voxels) and uint8 first frames."""

@@ -62,3 +62,24 @@ def test_flow_weight_adds_the_warp_flow_error_to_the_loss(tiny_config, tiny_deco
 def test_flow_weight_errors(tiny_config, tiny_decoder_data, warp_grid, flow_weight, message):
     with pytest.raises(ValueError, match=message):
         make_stage("motion", _motion(tiny_config, warp_grid, flow_weight), tiny_decoder_data).build()
+
+
+def test_epe_weight_adds_the_expected_flows_end_point_error(tiny_config, tiny_decoder_data):
+    settings = tiny_config.stages["flow"]
+    with_epe = replace(settings, model=replace(settings.model, dropout=0.0), train=replace(settings.train, epe_weight=2.0))
+    plain = replace(with_epe, train=replace(with_epe.train, epe_weight=0.0))
+    torch.manual_seed(0)
+    stage = make_stage("flow", with_epe, tiny_decoder_data)
+    model = stage.build()
+    stage.prepare(model)
+    batch = stage.batch("train", np.arange(3))
+    with torch.no_grad():
+        logits = model(*batch[:2]).double().numpy()  # (n, n_flows, k, grid, grid)
+        got, base = stage.loss(model, batch), make_stage("flow", plain, tiny_decoder_data).loss(model, batch)
+    # numpy reference: softmax over clusters, probability-weighted centres, L2 distance per grid point, mean
+    p = np.exp(logits - logits.max(axis=2, keepdims=True))
+    p /= p.sum(axis=2, keepdims=True)
+    decoded = np.einsum("bnkhw,kc->bnchw", p, model.codebook.centres.double().numpy())
+    epe = np.linalg.norm(decoded - batch[2].double().numpy(), axis=2).mean()
+    assert epe > 0
+    np.testing.assert_allclose(float(got), float(base) + 2.0 * epe, rtol=1e-5)
