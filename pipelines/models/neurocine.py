@@ -40,7 +40,6 @@ from pipelines.models.checks import check_positive, check_shape
 from pipelines.models.io import SavesPretrained
 from pipelines.models.mind_animator import symmetric_info_nce
 
-
 POOLS = ("mean", "mixer")  # how FMRIEncoder pools its tokens into the CLIP-space embedding
 
 

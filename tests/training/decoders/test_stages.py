@@ -66,7 +66,9 @@ def test_flow_weight_errors(tiny_config, tiny_decoder_data, warp_grid, flow_weig
 
 def test_epe_weight_adds_the_expected_flows_end_point_error(tiny_config, tiny_decoder_data):
     settings = tiny_config.stages["flow"]
-    with_epe = replace(settings, model=replace(settings.model, dropout=0.0), train=replace(settings.train, epe_weight=2.0))
+    with_epe = replace(
+        settings, model=replace(settings.model, dropout=0.0), train=replace(settings.train, epe_weight=2.0)
+    )
     plain = replace(with_epe, train=replace(with_epe.train, epe_weight=0.0))
     torch.manual_seed(0)
     stage = make_stage("flow", with_epe, tiny_decoder_data)
