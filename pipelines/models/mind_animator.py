@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -110,6 +111,7 @@ class SemanticDecoderConfig:
     dropout: float = 0.3  # after the input layer (code: 0.3)
     block_dropout: float = 0.15  # inside each residual block (code: 0.15)
     out_proj: bool = False  # a Linear(embed_dim → embed_dim) after the trunk, so f can take either sign (code: none)
+    linear_readout: bool = False  # f = Linear(n_voxels → embed_dim)(fMRI) + trunk(fMRI); needs out_proj (code: none)
 
 
 class SemanticOutput(NamedTuple):
@@ -154,6 +156,11 @@ class SemanticDecoder(SavesPretrained, nn.Module):
                 f"{config.n_blocks}, head_dims={config.head_dims}."
             )
         check_dropout(config, "dropout", "block_dropout")
+        if config.linear_readout and not config.out_proj:
+            raise ValueError(
+                "SemanticDecoderConfig: expected out_proj=True with linear_readout=True (the trunk's last layer starts "
+                "at zero, so that f starts as the read-out), got out_proj=False."
+            )
         self.config = config
         d = config.embed_dim
         self.trunk = nn.Sequential(
@@ -170,7 +177,33 @@ class SemanticDecoder(SavesPretrained, nn.Module):
             width = out
         self.head = nn.Sequential(*head)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        if config.linear_readout:
+            self.readout = nn.Linear(config.n_voxels, d)
         _init_linear(self)
+        if config.linear_readout:  # the non-linear trunk starts silent: f is the read-out until training moves it
+            nn.init.zeros_(self.trunk[-1].weight)
+
+    def set_readout(self, weight: torch.Tensor | np.ndarray, bias: torch.Tensor | np.ndarray) -> None:
+        """Set the linear read-out (``linear_readout``), e.g. to a ridge solution fitted on training clips.
+
+        Parameters
+        ----------
+        weight : array of shape (embed_dim, n_voxels)
+        bias : array of shape (embed_dim,)
+
+        Raises
+        ------
+        ValueError
+            If the decoder has no read-out or a shape differs.
+        """
+        if not self.config.linear_readout:
+            raise ValueError("set_readout: expected a decoder built with linear_readout=True, got one without.")
+        for name, value, target in (("weight", weight, self.readout.weight), ("bias", bias, self.readout.bias)):
+            value = torch.as_tensor(np.asarray(value), dtype=target.dtype)
+            if value.shape != target.shape:
+                raise ValueError(f"{name}: expected shape {tuple(target.shape)}, got {tuple(value.shape)}.")
+            with torch.no_grad():
+                target.copy_(value)
 
     def forward(self, fmri: torch.Tensor) -> SemanticOutput:
         """Decode a batch.
@@ -186,6 +219,8 @@ class SemanticDecoder(SavesPretrained, nn.Module):
         """
         check_shape(fmri, "fmri", (None, self.config.n_voxels), f"(batch, {self.config.n_voxels})")
         f = self.trunk(fmri)
+        if self.config.linear_readout:
+            f = f + self.readout(fmri)
         tokens = self.head(f).view(len(fmri), self.config.n_tokens, self.config.token_dim)
         return SemanticOutput(f, tokens)
 
@@ -267,6 +302,7 @@ class StructureDecoderConfig:
     n_blocks: int = 2  # residual [Linear, Dropout] blocks, no nonlinearity (code: 2)
     latent_shape: tuple[int, int, int] = (8, 16, 16)  # first-frame latent (channels, h, w) (code: 4, 64, 64)
     dropout: float = 0.2  # after the input layer and in each block (code: 0.2)
+    linear_readout: bool = False  # + Linear(hidden → latent) from the input layer's output (code: none)
 
 
 class _ResidualLinear(nn.Module):
@@ -287,6 +323,12 @@ class StructureDecoder(SavesPretrained, nn.Module):
     Linear(hidden → channels·h·w). Train with :func:`structure_loss` plus, optionally, a decaying
     :func:`l1_weight_penalty`. The reference (C.1) targets the SD KL-VAE latent at 512 px (4×64×64); the demo tier's
     VAE gives 8×16×16.
+
+    Deviation (not in the reference): with ``linear_readout`` a Linear(hidden → channels·h·w) reads the input
+    layer's output straight out, beside the LN-ReLU branch, whose residual blocks and last layer start at zero. The
+    reference's only path to the latent runs through a ReLU, which drops the negative half of every hidden unit; a
+    rank-``hidden_dim`` linear map (:meth:`set_readout`, e.g. the ridge baseline's) is then exactly representable
+    and the branch learns what it misses.
     """
 
     CONFIG = StructureDecoderConfig
@@ -310,12 +352,59 @@ class StructureDecoder(SavesPretrained, nn.Module):
             nn.ReLU(),
             nn.Linear(h, math.prod(config.latent_shape)),
         )
+        if config.linear_readout:
+            self.readout = nn.Linear(h, math.prod(config.latent_shape))
         _init_linear(self)
+        if config.linear_readout:  # the branch starts silent: the decoder is the read-out until training moves it
+            for block in self.net[2 : 2 + config.n_blocks]:
+                nn.init.zeros_(block.layers[0].weight)
+            nn.init.zeros_(self.net[-1].weight)
+
+    def set_readout(self, weight: torch.Tensor | np.ndarray, bias: torch.Tensor | np.ndarray) -> None:
+        """Make the linear path (``linear_readout``) the best rank-``hidden_dim`` approximation of a linear map.
+
+        The map's SVD U S Vᵀ, cut to ``hidden_dim`` components, is split evenly between the input layer
+        (S^½ Vᵀ, no bias) and the read-out (U S^½, bias ``bias``), so that before training the decoder predicts
+        ``fmri @ weight.T + bias`` up to that rank (e.g. the ridge baseline, fitted on training clips).
+
+        Parameters
+        ----------
+        weight : array of shape (channels·h·w, n_voxels)
+        bias : array of shape (channels·h·w,)
+
+        Raises
+        ------
+        ValueError
+            If the decoder has no read-out or a shape differs.
+        """
+        c = self.config
+        if not c.linear_readout:
+            raise ValueError("set_readout: expected a decoder built with linear_readout=True, got one without.")
+        weight, bias = np.asarray(weight, np.float64), np.asarray(bias, np.float64)
+        n_out = math.prod(c.latent_shape)
+        if weight.shape != (n_out, c.n_voxels) or bias.shape != (n_out,):
+            raise ValueError(
+                f"set_readout: expected weight of shape {(n_out, c.n_voxels)} and bias of shape {(n_out,)}, got "
+                f"{weight.shape} and {bias.shape}."
+            )
+        u, s, vt = np.linalg.svd(weight, full_matrices=False)
+        k = min(c.hidden_dim, len(s))
+        root = np.sqrt(s[:k])
+        first, out = np.zeros((c.hidden_dim, c.n_voxels)), np.zeros((n_out, c.hidden_dim))
+        first[:k], out[:, :k] = root[:, None] * vt[:k], u[:, :k] * root
+        with torch.no_grad():
+            for layer, w, b in ((self.net[0], first, np.zeros(c.hidden_dim)), (self.readout, out, bias)):
+                layer.weight.copy_(torch.from_numpy(w))
+                layer.bias.copy_(torch.from_numpy(b))
 
     def forward(self, fmri: torch.Tensor) -> torch.Tensor:
         """Decode a batch: tensor of shape (batch, n_voxels) → latents of shape (batch, channels, h, w)."""
         check_shape(fmri, "fmri", (None, self.config.n_voxels), f"(batch, {self.config.n_voxels})")
-        return self.net(fmri).view(len(fmri), *self.config.latent_shape)
+        hidden = self.net[0](fmri)
+        out = self.net[1:](hidden)
+        if self.config.linear_readout:
+            out = out + self.readout(hidden)
+        return out.view(len(fmri), *self.config.latent_shape)
 
 
 def structure_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

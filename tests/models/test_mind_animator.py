@@ -165,6 +165,26 @@ def test_semantic_out_proj_lets_the_embedding_take_either_sign():
     torch.testing.assert_close(projected(fmri).embedding, last(projected.trunk[:-1](fmri)))
 
 
+def test_semantic_linear_readout_starts_as_the_given_map():
+    torch.manual_seed(0)
+    model = SemanticDecoder(SemanticDecoderConfig(**{**SEM.__dict__, "out_proj": True, "linear_readout": True})).eval()
+    weight, bias = torch.randn(16, 20), torch.randn(16)
+    model.set_readout(weight.numpy(), bias.numpy())
+    fmri = torch.randn(5, 20)
+    torch.testing.assert_close(model(fmri).embedding, fmri @ weight.T + bias)  # the trunk starts silent
+    with torch.no_grad():
+        model.trunk[-1].weight.fill_(0.1)
+    assert not torch.allclose(model(fmri).embedding, fmri @ weight.T + bias)  # and adds to it once trained
+    with pytest.raises(ValueError, match=r"weight: expected shape \(16, 20\), got \(20, 16\)"):
+        model.set_readout(weight.T, bias)
+    with pytest.raises(ValueError, match=r"bias: expected shape \(16,\), got \(15,\)"):
+        model.set_readout(weight, bias[:15])
+    with pytest.raises(ValueError, match="set_readout: expected a decoder built with linear_readout=True"):
+        SemanticDecoder(SEM).set_readout(weight, bias)
+    with pytest.raises(ValueError, match="expected out_proj=True with linear_readout=True"):
+        SemanticDecoder(SemanticDecoderConfig(**{**SEM.__dict__, "linear_readout": True}))
+
+
 def test_semantic_decoder_trains():
     torch.manual_seed(0)
     model = SemanticDecoder(SEM)
@@ -222,6 +242,29 @@ def test_structure_decoder_shapes_trains_and_round_trips(tmp_path):
     model.eval().save_pretrained(tmp_path / "struct")
     back = StructureDecoder.from_pretrained(tmp_path / "struct")
     torch.testing.assert_close(back(fmri), model(fmri), rtol=0, atol=0)
+
+
+def test_structure_linear_readout_represents_a_low_rank_map_exactly():
+    config = StructureDecoderConfig(**{**STRUCT.__dict__, "hidden_dim": 6, "linear_readout": True})
+    torch.manual_seed(0)
+    model = StructureDecoder(config).eval()
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((32, 4)) @ rng.standard_normal((4, 20))  # rank 4 <= hidden_dim 6
+    bias = rng.standard_normal(32)
+    model.set_readout(weight, bias)
+    fmri = rng.standard_normal((5, 20))
+    got = model(torch.tensor(fmri, dtype=torch.float32)).reshape(5, -1).detach().numpy()
+    np.testing.assert_allclose(got, fmri @ weight.T + bias, rtol=1e-4, atol=1e-4)  # the branch starts silent
+    # a map of higher rank: its best rank-6 approximation (Eckart-Young), built here from the singular values
+    full = rng.standard_normal((32, 20))
+    model.set_readout(full, bias)
+    u, s, vt = np.linalg.svd(full)
+    got = model(torch.tensor(fmri, dtype=torch.float32)).reshape(5, -1).detach().numpy()
+    np.testing.assert_allclose(got, fmri @ (u[:, :6] * s[:6] @ vt[:6]).T + bias, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match=r"expected weight of shape \(32, 20\) and bias of shape \(32,\), got"):
+        model.set_readout(full.T, bias)
+    with pytest.raises(ValueError, match="set_readout: expected a decoder built with linear_readout=True"):
+        StructureDecoder(STRUCT).set_readout(full, bias)
 
 
 def test_structure_decoder_errors():

@@ -32,6 +32,11 @@ class RidgeBaseline:
     alpha: float  # the chosen penalty
     validation_mse: dict[float, float]  # penalty → validation MSE
 
+    def linear(self) -> tuple[np.ndarray, np.ndarray]:
+        """The fitted map on raw inputs: weight (t, p) and bias (t,) with ``predict(x) == x @ weight.T + bias``."""
+        weight = (self.x_train.T @ self.dual) / self.x_scale[:, None]  # (p, t): standardisation folded in
+        return weight.T, self.y_mean - self.x_mean @ weight
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Targets of inputs ``x`` (m, p): array of shape (m, t)."""
         x = _as_matrix(x, "x")

@@ -20,6 +20,7 @@ With ``motion.model.warp_grid`` > 0 the motion generator warps each frame by a f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -42,6 +43,7 @@ from pipelines.models.mind_animator import (
 )
 from pipelines.models.neurocine import FMRIEncoder, neurocine_loss, patchify
 from pipelines.training.decoders.data import DecoderData
+from pipelines.training.decoders.ridge import fit_ridge
 from pipelines.training.loop import unwrap
 
 EVAL_BATCH = 128
@@ -108,6 +110,16 @@ class Stage:
     def prepare(self, model: torch.nn.Module) -> None:
         """Fit what the model needs from training data before the loop (e.g. a codebook)."""
 
+    def ridge_readout(self, target: Callable[[str], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The ridge map from :meth:`inputs` to ``target(split)`` as weight (t, p) and bias (t,) on raw inputs.
+
+        Fitted on the training split with the penalty chosen on validation: the ridge baseline that
+        ``evaluate-decoders`` reports for this stage, which a decoder with a linear read-out starts from.
+        """
+        x, y = ({s: flat(s) for s in ("train", "val")} for flat in (self.inputs, target))
+        x, y = ({s: a[s].reshape(len(a[s]), -1) for s in a} for a in (x, y))
+        return fit_ridge(x["train"], y["train"], x["val"], y["val"]).linear()
+
     def sample_batch(self, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
         index = np.sort(rng.choice(self.n_train, size=min(self.config.loop.batch_size, self.n_train), replace=False))
         return self.batch("train", index)
@@ -163,6 +175,11 @@ class SemanticStage(_RetrievalStage):
 
     def inputs(self, split: str) -> np.ndarray:
         return self.data.volume(split)
+
+    def prepare(self, model: SemanticDecoder) -> None:
+        """With ``linear_readout``, start the read-out at the ridge map from the volume to the caption embedding."""
+        if model.config.linear_readout:
+            model.set_readout(*self.ridge_readout(lambda split: self.data.splits[split].text))
 
     def loss(self, model, batch):
         fmri, text, video, tokens = batch
@@ -245,6 +262,11 @@ class StructureStage(Stage):
 
     def inputs(self, split: str) -> np.ndarray:
         return self.data.volume(split)
+
+    def prepare(self, model: StructureDecoder) -> None:
+        """With ``linear_readout``, start the linear path at the ridge map from the volume to the first latent."""
+        if model.config.linear_readout:
+            model.set_readout(*self.ridge_readout(lambda split: self.data.splits[split].latents[:, 0]))
 
     def batch(self, split, index):
         s = self.data.splits[split]

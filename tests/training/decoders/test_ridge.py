@@ -48,6 +48,20 @@ def test_matches_sklearn_ridge_on_standardised_inputs(n_train, n_features, alpha
     assert model.validation_mse[alpha] == pytest.approx(expected_mse, rel=1e-6)
 
 
+def test_linear_is_the_fitted_map_on_raw_inputs():
+    (x, y), (x_val, y_val), (x_test, _) = linear_problem(10, 40, noise=0.3)
+    model = fit_ridge(x, y, x_val, y_val, alphas=(3.0,), relative=False)
+    weight, bias = model.linear()
+    assert weight.shape == (3, 40) and bias.shape == (3,)
+    # scikit-learn's coefficients on standardised inputs, un-standardised by hand
+    reference = Ridge(alpha=3.0).fit(standardise(x, x), y)
+    scale = x.std(axis=0)
+    np.testing.assert_allclose(weight, reference.coef_ / scale, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(
+        x_test @ weight.T + bias, reference.predict(standardise(x_test, x)), rtol=1e-6, atol=1e-9
+    )
+
+
 def test_relative_penalty_is_a_multiple_of_the_number_of_standardised_features():
     # trace(Z Zᵀ) / n = p for standardised columns, so the mean kernel eigenvalue is p: α_rel = 0.5 ↔ α = 0.5 p
     (x, y), (x_val, y_val), (x_test, _) = linear_problem(12, 30, noise=0.3)

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pipelines.training.decoders.ridge import fit_ridge
 from pipelines.training.decoders.stages import make_stage
 
 
@@ -85,3 +86,22 @@ def test_epe_weight_adds_the_expected_flows_end_point_error(tiny_config, tiny_de
     epe = np.linalg.norm(decoded - batch[2].double().numpy(), axis=2).mean()
     assert epe > 0
     np.testing.assert_allclose(float(got), float(base) + 2.0 * epe, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("name", "model_fields"), [("semantic", {"out_proj": True}), ("structure", None)])
+def test_linear_readout_starts_at_the_ridge_baseline(tiny_config, tiny_decoder_data, name, model_fields):
+    data = tiny_decoder_data
+    if name == "structure":  # the ridge map's rank is at most the number of training clips: exactly representable
+        model_fields = {"hidden_dim": len(data.splits["train"])}
+    settings = tiny_config.stages[name]
+    settings = replace(settings, model=replace(settings.model, linear_readout=True, **model_fields))
+    stage = make_stage(name, settings, data)
+    torch.manual_seed(0)
+    model = stage.build()
+    stage.prepare(model)
+    target = {"semantic": lambda s: data.splits[s].text, "structure": lambda s: data.splits[s].latents[:, 0]}[name]
+    flat = {s: target(s).reshape(len(target(s)), -1) for s in ("train", "val")}
+    ridge = fit_ridge(data.volume("train"), flat["train"], data.volume("val"), flat["val"])
+    model.eval()
+    got = stage.embed(model, data.volume("test")) if name == "semantic" else stage.predict(model, data.volume("test"))
+    np.testing.assert_allclose(got.reshape(len(got), -1), ridge.predict(data.volume("test")), rtol=1e-3, atol=1e-4)
