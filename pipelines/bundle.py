@@ -102,9 +102,14 @@ def build_pipeline(
     return VideoReconstructionPipeline(info, decoders, renderer, vae, constants, config)
 
 
-def save_test_clips(data: DecoderData, directory: str | Path, n_test: int | None = None) -> Path:
+def save_test_clips(
+    data: DecoderData, directory: str | Path, n_test: int | None = None, dtype: str = "float32"
+) -> Path:
     """Write the test split's fMRI windows, ground-truth frames, labels and the teacher features the decoders are
-    scored against (caption text embeddings, RAFT flows) — the first ``n_test`` clips."""
+    scored against (caption text embeddings, RAFT flows) — the first ``n_test`` clips, the fMRI and flows stored
+    as ``dtype`` (float16: half their size; :func:`pipelines.reconstruct.load_bundle_clips` returns float32)."""
+    if dtype not in ("float32", "float16"):
+        raise ValueError(f"dtype: expected 'float32' or 'float16', got {dtype!r}.")
     split = data.splits["test"]
     n = len(split) if n_test is None else min(n_test, len(split))
     frames = np.array(data.dataset.splits["test"].frames[:n], np.uint8)  # a copy: the split is memory-mapped
@@ -113,10 +118,10 @@ def save_test_clips(data: DecoderData, directory: str | Path, n_test: int | None
         return torch.from_numpy(np.array(array[:n], dtype))
 
     tensors = {
-        "fmri": copied(split.fmri, np.float32),
+        "fmri": copied(split.fmri, np.dtype(dtype)),
         "frames": torch.from_numpy(frames),
         "text": copied(split.text, np.float32),
-        "flows": copied(split.flows, np.float32),
+        "flows": copied(split.flows, np.dtype(dtype)),
     }
     if split.category is not None:
         tensors["category"] = copied(split.category, np.int64)
@@ -181,6 +186,12 @@ def main(argv: list[str] | None = None) -> int:
         default="float32",
         help="precision of the stored model weights (float16: half the size; computation stays float32)",
     )
+    parser.add_argument(
+        "--clips-dtype",
+        choices=("float32", "float16"),
+        default="float32",
+        help="precision of the stored test fMRI and flows (float16: half their size; read back as float32)",
+    )
     args = parse_data_arguments(parser, argv)
     try:
         if args.tier != "demo":
@@ -192,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         stride = config.stages["flow"].train.stride
         pipeline = build_pipeline(data, args.decoders, args.backbones, stride, args.renderer)
         pipeline.save_pretrained(args.out, weights_dtype=args.weights_dtype)
-        path = save_test_clips(data, args.out, args.n_test)
+        path = save_test_clips(data, args.out, args.n_test, args.clips_dtype)
         seal_bundle(args.out)  # SHA-256 of every file; from_pretrained checks them
         record_command(args.out, "build-bundle", sys.argv[1:] if argv is None else argv)
     except (FileNotFoundError, ValueError) as err:

@@ -181,6 +181,9 @@ def load_bundle_clips(directory: str | Path) -> BundleClips:
     with safe_open(str(path), framework="np") as f:
         arrays = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
         captions = json.loads((f.metadata() or {}).get("captions", "[]"))
+    for key in ("fmri", "flows"):  # stored as float16 in small bundles (build-bundle --clips-dtype)
+        if key in arrays:
+            arrays[key] = arrays[key].astype(np.float32)
     return BundleClips(
         fmri=arrays["fmri"],
         frames=arrays["frames"],

@@ -63,6 +63,7 @@ class DecodersStep:
 class BundleStep:
     n_test: int | None = None  # test clips in the bundle (None: all)
     weights_dtype: str = "float32"
+    clips_dtype: str = "float32"  # the stored test fMRI and flows
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,8 @@ def step_commands(step: str, config: WorkflowConfig, at: Layout) -> list[tuple[s
         return [("train", ["--stage", s, *teachers, "--out", str(at.decoders)]) for s in config.decoders.stages]
     if step == "bundle":
         b = config.bundle
-        argv = [*teachers, "--decoders", str(at.decoders), "--out", str(at.bundle), "--weights-dtype", b.weights_dtype]
+        argv = [*teachers, "--decoders", str(at.decoders), "--out", str(at.bundle), "--weights-dtype", b.weights_dtype,
+                "--clips-dtype", b.clips_dtype]  # fmt: skip
         return [("build-bundle", argv + (["--n-test", str(b.n_test)] if b.n_test is not None else []))]
     if step == "tune":
         t = config.tune

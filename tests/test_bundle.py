@@ -34,6 +34,21 @@ def test_the_bundle_opens_and_reconstructs_its_test_clips(built_bundle, tiny_dec
     assert sorted(pipeline.decoders) == ["flow", "fmri-encoder", "motion", "semantic", "structure"]
 
 
+def test_test_clips_in_float16_are_read_back_as_float32(tiny_decoder_data, tmp_path):  # noqa: F811
+    import pytest
+
+    bundle.save_test_clips(tiny_decoder_data, tmp_path, n_test=3, dtype="float16")
+    clips = load_bundle_clips(tmp_path)
+    test = tiny_decoder_data.splits["test"]
+    assert clips.fmri.dtype == np.float32 and clips.flows.dtype == np.float32
+    # the float16 rounding of the originals (numpy's own), and nothing else
+    np.testing.assert_array_equal(clips.fmri, test.fmri[:3].astype(np.float16).astype(np.float32))
+    np.testing.assert_array_equal(clips.flows, test.flows[:3].astype(np.float16).astype(np.float32))
+    np.testing.assert_array_equal(clips.text, test.text[:3])  # the rest keeps its precision
+    with pytest.raises(ValueError, match="dtype: expected 'float32' or 'float16', got 'int8'"):
+        bundle.save_test_clips(tiny_decoder_data, tmp_path, dtype="int8")
+
+
 def test_bundle_json_records_the_command_and_the_revision(built_bundle):  # noqa: F811
     manifest = json.loads((built_bundle / "bundle.json").read_text())
     (entry,) = manifest["provenance"]["commands"]

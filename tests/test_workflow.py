@@ -134,7 +134,7 @@ def test_the_demo_preset_names_the_commands_that_made_the_shipped_bundle(tmp_pat
     at = workflow.Layout(tmp_path)
     (command, argv), *_ = workflow.step_commands("bundle", config, at)
     assert command == "build-bundle" and argv[argv.index("--n-test") + 1] == "50"
-    assert argv[argv.index("--weights-dtype") + 1] == "float16"
+    assert argv[argv.index("--weights-dtype") + 1] == "float16" and argv[argv.index("--clips-dtype") + 1] == "float16"
     (command, argv), *_ = workflow.step_commands("tune", config, at)
     assert command == "tune-bundle" and argv.count("--grid") == 2 and argv[argv.index("--objective") + 1] == "ssim"
     stages = [argv[argv.index("--stage") + 1] for _, argv in workflow.step_commands("decoders", config, at)]
