@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from pipelines.evaluation.metrics import end_point_error
-from pipelines.evaluation.significance import shuffle_test
+from pipelines.evaluation.significance import compare_methods, shuffle_test
 from pipelines.features.backbones import to_tensor
 from pipelines.models.registry import DECODERS
 from pipelines.training.decoders.config import STAGES, DecodersConfig, load_decoders_config
@@ -74,6 +74,16 @@ def _retrieval(embeddings: np.ndarray, data: DecoderData) -> dict[str, float]:
     }
 
 
+def per_clip(errors: np.ndarray) -> np.ndarray:
+    """Mean of an error array over everything but its first axis (clips): array of shape (n_clips,)."""
+    return np.asarray(errors, np.float64).reshape(len(errors), -1).mean(axis=1)
+
+
+def ridge_paired_p(decoder: np.ndarray, ridge: np.ndarray) -> float:
+    """Wilcoxon signed-rank p of the per-clip differences between the decoder's and ridge's scores (two-sided)."""
+    return compare_methods(decoder, ridge, n_bootstrap=1).paired_p
+
+
 def flatten(*arrays: np.ndarray) -> np.ndarray:
     """Arrays with one row per clip → one float64 matrix (n, features): each flattened, side by side."""
     return np.concatenate([np.asarray(a, np.float64).reshape(len(a), -1) for a in arrays], axis=1)
@@ -100,20 +110,27 @@ def evaluate_stage(name: str, model: torch.nn.Module, config: DecodersConfig, da
     out: dict[str, Any] = {"n_test_clips": len(test)}
     if name in ("semantic", "fmri-encoder"):
         fmri = stage.inputs("test")
-        out.update(_retrieval(stage.embed(model, fmri), data))
+        embedding = stage.embed(model, fmri)
+        out.update(_retrieval(embedding, data))
         out["shuffled_fmri_top10"] = _retrieval(stage.embed(model, fmri[shuffle]), data)["top10"]
         ridge = _ridge(data, lambda s: (stage.inputs(s),), lambda s: data.splits[s].text)
         out["ridge_top10"] = _retrieval(ridge, data)["top10"]
         out["beats_ridge"] = out["top10"] > out["ridge_top10"]
+        hits = [caption_ranks(e, test.captions, test.text)[0] < TOP_K for e in (embedding, ridge)]
+        out["ridge_paired_p"] = ridge_paired_p(*hits)  # per-clip top-10 hits
         out["target_met"] = out["top10"] >= RETRIEVAL_FACTOR * out["chance_top10"]
     elif name == "structure":
         fmri, target = data.volume("test"), test.latents[:, 0]
-        out["mse"] = float(np.mean((stage.predict(model, fmri) - target) ** 2))
+        predicted = stage.predict(model, fmri)
+        out["mse"] = float(np.mean((predicted - target) ** 2))
         out["shuffled_fmri_mse"] = float(np.mean((stage.predict(model, fmri[shuffle]) - target) ** 2))
         out["mean_latent_mse"] = float(np.mean((data.splits["train"].latents[:, 0].mean(axis=0) - target) ** 2))
         ridge = _ridge(data, lambda s: (data.volume(s),), lambda s: data.splits[s].latents[:, 0])
         out["ridge_mse"] = float(np.mean((ridge.reshape(target.shape) - target) ** 2))
         out["beats_ridge"] = out["mse"] < out["ridge_mse"]
+        out["ridge_paired_p"] = ridge_paired_p(
+            per_clip((predicted - target) ** 2), per_clip((ridge.reshape(target.shape) - target) ** 2)
+        )
     elif name == "motion":
         fmri, latents = data.volume("test"), test.latents
         generated = stage.predict(model, fmri, latents[:, 0])
@@ -126,6 +143,9 @@ def evaluate_stage(name: str, model: torch.nn.Module, config: DecodersConfig, da
         ).reshape(latents[:, 1:].shape)
         out["ridge_mse"] = float(np.mean((ridge - latents[:, 1:]) ** 2))
         out["beats_ridge"] = out["mse"] < out["ridge_mse"]
+        out["ridge_paired_p"] = ridge_paired_p(
+            per_clip((generated[:, 1:] - latents[:, 1:]) ** 2), per_clip((ridge - latents[:, 1:]) ** 2)
+        )
         n_frames = latents.shape[1]
         ridge_video = np.concatenate([latents[:, :1], ridge], axis=1)
         for key, video in (("", generated), ("shuffled_fmri_", control), ("ridge_", ridge_video)):
@@ -153,6 +173,10 @@ def evaluate_stage(name: str, model: torch.nn.Module, config: DecodersConfig, da
         )
         out["ridge_epe"] = end_point_error(ridge.reshape(target.shape), target, axis=-3)
         out["beats_ridge"] = out["epe"] < out["ridge_epe"]
+        out["ridge_paired_p"] = ridge_paired_p(
+            per_clip(np.linalg.norm(predicted - target, axis=-3)),
+            per_clip(np.linalg.norm(ridge.reshape(target.shape) - target, axis=-3)),
+        )
         out["target_met"] = out["epe"] < out["zero_epe"] and out["epe"] < out["shuffled_fmri_epe"]
     return out
 
@@ -180,6 +204,11 @@ def evaluate_decoders(decoders_dir: str | Path, config: DecodersConfig, data: De
     return results
 
 
+def _p(result: dict) -> str:
+    """The paired test against ridge, as a table suffix (absent in evaluations written before it existed)."""
+    return f" (paired p {result['ridge_paired_p']:.2g})" if "ridge_paired_p" in result else ""
+
+
 def _table(results: dict) -> str:
     lines = ["| stage | metric | decoder | ridge | controls |", "|---|---|---|---|---|"]
     for name in STAGES:
@@ -188,17 +217,17 @@ def _table(results: dict) -> str:
             continue
         if name in ("semantic", "fmri-encoder"):
             lines.append(
-                f"| {name} | caption top-10 | {r['top10']:.3f} | {r['ridge_top10']:.3f} | chance "
+                f"| {name} | caption top-10 | {r['top10']:.3f} | {r['ridge_top10']:.3f}{_p(r)} | chance "
                 f"{r['chance_top10']:.3f}, shuffled fMRI {r['shuffled_fmri_top10']:.3f} |"
             )
         elif name == "structure":
             lines.append(
-                f"| structure | latent MSE | {r['mse']:.4f} | {r['ridge_mse']:.4f} | mean latent "
+                f"| structure | latent MSE | {r['mse']:.4f} | {r['ridge_mse']:.4f}{_p(r)} | mean latent "
                 f"{r['mean_latent_mse']:.4f}, shuffled fMRI {r['shuffled_fmri_mse']:.4f} |"
             )
         elif name == "motion":
             lines.append(
-                f"| motion | latent MSE, frames 1… | {r['mse']:.4f} | {r['ridge_mse']:.4f} | first frame repeated "
+                f"| motion | latent MSE, frames 1… | {r['mse']:.4f} | {r['ridge_mse']:.4f}{_p(r)} | first frame repeated "
                 f"{r['repeat_first_mse']:.4f}, shuffled fMRI {r['shuffled_fmri_mse']:.4f} |"
             )
             lines.append(
@@ -208,7 +237,7 @@ def _table(results: dict) -> str:
             )
         elif name == "flow":
             lines.append(
-                f"| flow | EPE (grid px) | {r['epe']:.3f} | {r['ridge_epe']:.3f} | zero {r['zero_epe']:.3f}, "
+                f"| flow | EPE (grid px) | {r['epe']:.3f} | {r['ridge_epe']:.3f}{_p(r)} | zero {r['zero_epe']:.3f}, "
                 f"shuffled fMRI {r['shuffled_fmri_epe']:.3f} |"
             )
     return "\n".join(lines)

@@ -142,14 +142,29 @@ def evaluation(trained, tiny_config, tiny_decoder_data):
 
 
 RETRIEVAL = ["top10", "top1", "chance_top10", "ridge_top10", "shuffled_fmri_top10", "beats_ridge", "target_met"]
+RETRIEVAL += ["ridge_paired_p"]
 MOTION = ["mse", "ridge_mse", "repeat_first_mse", "shuffled_fmri_mse", "shuffle_test", "shuffled_fmri_shuffle_test"]
 PROMISED = {  # the keys the module docstring's table promises, per stage
     "semantic": RETRIEVAL,
     "fmri-encoder": RETRIEVAL,
-    "structure": ["mse", "ridge_mse", "mean_latent_mse", "shuffled_fmri_mse"],
-    "motion": [*MOTION, "ridge_shuffle_test"],
-    "flow": ["epe", "ridge_epe", "zero_epe", "shuffled_fmri_epe", "target_met"],
+    "structure": ["mse", "ridge_mse", "mean_latent_mse", "shuffled_fmri_mse", "ridge_paired_p"],
+    "motion": [*MOTION, "ridge_shuffle_test", "ridge_paired_p"],
+    "flow": ["epe", "ridge_epe", "zero_epe", "shuffled_fmri_epe", "target_met", "ridge_paired_p"],
 }
+
+
+def test_ridge_paired_p_is_the_signed_rank_test_of_per_clip_scores():
+    from scipy.stats import wilcoxon
+
+    rng = np.random.default_rng(0)
+    errors = rng.random((30, 2, 3))  # (clips, ...) errors of one method
+    other = errors + rng.normal(0.05, 0.1, errors.shape)
+    a, b = evaluate.per_clip(errors), evaluate.per_clip(other)
+    np.testing.assert_allclose(a, errors.reshape(30, -1).mean(axis=1))
+    assert evaluate.ridge_paired_p(a, b) == pytest.approx(wilcoxon(a, b).pvalue)
+    assert evaluate.ridge_paired_p(a, a) == 1.0  # no differences, no evidence
+    hits, ridge_hits = rng.random(40) < 0.5, rng.random(40) < 0.5  # top-10 hits: a sign test on discordant clips
+    assert evaluate.ridge_paired_p(hits, ridge_hits) == pytest.approx(wilcoxon(hits * 1.0, ridge_hits * 1.0).pvalue)
 
 
 def numbers(tree):
@@ -176,6 +191,8 @@ def test_every_stage_reports_the_documented_metrics(evaluation, tiny_decoder_dat
         r = results[stage]
         assert 0.0 <= r["top1"] <= r["top10"] <= 1.0
         assert r["beats_ridge"] == (r["top10"] > r["ridge_top10"])
+    for stage in STAGES:
+        assert 0.0 <= results[stage]["ridge_paired_p"] <= 1.0
     flow = results["flow"]
     assert flow["target_met"] == (flow["epe"] < flow["zero_epe"] and flow["epe"] < flow["shuffled_fmri_epe"])
     values = numbers(results)
