@@ -157,9 +157,10 @@ class FMRIEncoder(SavesPretrained, nn.Module):
     """Transformer over voxel-patch tokens of a TR window → CLIP embedding, conditioning tokens, reconstruction.
 
     Layout: :func:`patchify` → per token Linear(window·patch_size → d_model) (a learned mask token replaces masked
-    positions) + fixed sin-cos positions → ``depth`` pre-norm blocks → LayerNorm. Heads: mean pool (or the token-axis
-    ``pool_mixer``) → Linear to ``embed_dim``; token-axis Linear (n_tokens → n_cond_tokens) → Linear(d_model → cond_dim) → GELU → Linear with a
-    residual; Linear(d_model → window·patch_size) for reconstruction. A learnable logit scale (log(1/0.07)) serves
+    positions) + fixed sin-cos positions → ``depth`` pre-norm blocks → LayerNorm. Heads: mean pool (or the
+    token-axis ``pool_mixer``) → Linear to ``embed_dim``; token-axis Linear (n_tokens → n_cond_tokens) →
+    Linear(d_model → cond_dim) → GELU → Linear with a residual; Linear(d_model → window·patch_size) for
+    reconstruction. A learnable logit scale (log(1/0.07)) serves
     :func:`embedding_loss`. Design choices and deviations: see the module docstring.
     """
 
