@@ -305,6 +305,21 @@ class StructureDecoderConfig:
     linear_readout: bool = False  # + Linear(hidden → latent) from the input layer's output (code: none)
 
 
+def low_rank_factors(weight: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split a linear map into ``out @ first`` of at most ``rank``: its best approximation of that rank.
+
+    The SVD U S Vᵀ of ``weight`` (n_out, n_in), cut to ``rank`` components, is shared evenly: ``first`` = S^½ Vᵀ
+    (rank, n_in) and ``out`` = U S^½ (n_out, rank); rows / columns beyond the map's own rank are zero.
+    """
+    weight = np.asarray(weight, np.float64)
+    u, s, vt = np.linalg.svd(weight, full_matrices=False)
+    k = min(rank, len(s))
+    root = np.sqrt(s[:k])
+    first, out = np.zeros((rank, weight.shape[1])), np.zeros((weight.shape[0], rank))
+    first[:k], out[:, :k] = root[:, None] * vt[:k], u[:, :k] * root
+    return first, out
+
+
 class _ResidualLinear(nn.Module):
     """x + Dropout(Linear(x)), no nonlinearity (as in the reference)."""
 
@@ -387,11 +402,7 @@ class StructureDecoder(SavesPretrained, nn.Module):
                 f"set_readout: expected weight of shape {(n_out, c.n_voxels)} and bias of shape {(n_out,)}, got "
                 f"{weight.shape} and {bias.shape}."
             )
-        u, s, vt = np.linalg.svd(weight, full_matrices=False)
-        k = min(c.hidden_dim, len(s))
-        root = np.sqrt(s[:k])
-        first, out = np.zeros((c.hidden_dim, c.n_voxels)), np.zeros((n_out, c.hidden_dim))
-        first[:k], out[:, :k] = root[:, None] * vt[:k], u[:, :k] * root
+        first, out = low_rank_factors(weight, c.hidden_dim)
         with torch.no_grad():
             for layer, w, b in ((self.net[0], first, np.zeros(c.hidden_dim)), (self.readout, out, bias)):
                 layer.weight.copy_(torch.from_numpy(w))

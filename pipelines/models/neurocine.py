@@ -20,6 +20,13 @@ context). What is fixed here is this project's design, stated so it can be compa
   patch the same weight in the linear part of the embedding. ``pool="mixer"`` uses a token-axis Linear (n_tokens →
   ``n_pool``), as MinD-Video maps its tokens to the UNet's context and this encoder maps them to its conditioning:
   each voxel patch gets its own weight.
+- The linear read-out (``readout_rank`` > 0, not in NeuroCine or MinD-Video): the embedding also gets a rank-limited
+  Linear of the raw window (window·n_voxels → readout_rank → embed_dim), beside the transformer, whose embedding
+  head then starts at zero. :meth:`FMRIEncoder.set_readout` starts it at a linear map, e.g. the ridge baseline
+  fitted on training clips, so the encoder begins as that baseline and the transformer learns what it misses. The
+  simulated voxels code their features linearly, and the transformer alone stays below ridge (README, "Stage-1
+  decoders"). Masked token positions are zero on this path. It feeds the contrastive embedding only; the
+  conditioning tokens come from the transformer as before.
 - The conditioning projection (token-axis Linear, then Linear, GELU, Linear with a residual, as MinD-Video) is
   trained by MSE to the renderer's text-conditioning tokens, so that the encoder can drive the same renderer as the
   other methods.
@@ -32,13 +39,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pipelines.models.checks import check_positive, check_shape
 from pipelines.models.io import SavesPretrained
-from pipelines.models.mind_animator import symmetric_info_nce
+from pipelines.models.mind_animator import low_rank_factors, symmetric_info_nce
 
 POOLS = ("mean", "mixer")  # how FMRIEncoder pools its tokens into the CLIP-space embedding
 
@@ -104,6 +112,9 @@ class FMRIEncoderConfig:
     cond_dim: int = 128  # renderer conditioning width (demo CLIP text width: 128)
     pool: str = "mean"  # embedding from: "mean" (the mean token) or "mixer" (token-axis Linear to n_pool, then Linear)
     n_pool: int = 8  # token-axis outputs of the "mixer" pool
+    readout_rank: int = (
+        0  # > 0: + a rank-limited Linear(window·n_voxels → embed_dim) of the raw window (not in C.2/C.5)
+    )
 
 
 class FMRIEncoderOutput(NamedTuple):
@@ -160,8 +171,9 @@ class FMRIEncoder(SavesPretrained, nn.Module):
     positions) + fixed sin-cos positions → ``depth`` pre-norm blocks → LayerNorm. Heads: mean pool (or the
     token-axis ``pool_mixer``) → Linear to ``embed_dim``; token-axis Linear (n_tokens → n_cond_tokens) →
     Linear(d_model → cond_dim) → GELU → Linear with a residual; Linear(d_model → window·patch_size) for
-    reconstruction. A learnable logit scale (log(1/0.07)) serves
-    :func:`embedding_loss`. Design choices and deviations: see the module docstring.
+    reconstruction. With ``readout_rank`` > 0 the embedding adds a rank-limited Linear of the raw window
+    (:meth:`set_readout`). A learnable logit scale (log(1/0.07)) serves :func:`embedding_loss`. Design choices and
+    deviations: see the module docstring.
     """
 
     CONFIG = FMRIEncoderConfig
@@ -174,6 +186,8 @@ class FMRIEncoder(SavesPretrained, nn.Module):
         check_positive(c, "n_cond_tokens")
         check_positive(c, "cond_dim")
         check_positive(c, "n_pool")
+        if isinstance(c.readout_rank, bool) or not isinstance(c.readout_rank, int) or c.readout_rank < 0:
+            raise ValueError(f"FMRIEncoderConfig.readout_rank: expected an integer >= 0, got {c.readout_rank!r}.")
         if c.pool not in POOLS:
             raise ValueError(f"FMRIEncoderConfig.pool: expected one of {list(POOLS)}, got {c.pool!r}.")
         if c.d_model % c.n_heads or c.d_model % 2:
@@ -202,6 +216,41 @@ class FMRIEncoder(SavesPretrained, nn.Module):
         self.recon_head = nn.Linear(c.d_model, token_in)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         nn.init.normal_(self.mask_token, std=0.02)
+        if c.readout_rank:  # the transformer's embedding starts silent: the embedding is the read-out until trained
+            self.readout_in = nn.Linear(c.window * c.n_voxels, c.readout_rank, bias=False)
+            self.readout_out = nn.Linear(c.readout_rank, c.embed_dim)
+            nn.init.zeros_(self.embed_head.weight)
+            nn.init.zeros_(self.embed_head.bias)
+
+    def set_readout(self, weight: torch.Tensor | np.ndarray, bias: torch.Tensor | np.ndarray) -> None:
+        """Make the linear read-out (``readout_rank``) the best approximation of that rank of a linear map.
+
+        Parameters
+        ----------
+        weight : array of shape (embed_dim, window·n_voxels)
+            Applied to the window flattened TR by TR, e.g. the ridge baseline fitted on training clips.
+        bias : array of shape (embed_dim,)
+
+        Raises
+        ------
+        ValueError
+            If the encoder has no read-out or a shape differs.
+        """
+        c = self.config
+        if not c.readout_rank:
+            raise ValueError("set_readout: expected an encoder built with readout_rank > 0, got readout_rank=0.")
+        weight, bias = np.asarray(weight, np.float64), np.asarray(bias, np.float64)
+        n_in = c.window * c.n_voxels
+        if weight.shape != (c.embed_dim, n_in) or bias.shape != (c.embed_dim,):
+            raise ValueError(
+                f"set_readout: expected weight of shape {(c.embed_dim, n_in)} and bias of shape {(c.embed_dim,)}, "
+                f"got {weight.shape} and {bias.shape}."
+            )
+        first, out = low_rank_factors(weight, c.readout_rank)
+        with torch.no_grad():
+            self.readout_in.weight.copy_(torch.from_numpy(first))
+            self.readout_out.weight.copy_(torch.from_numpy(out))
+            self.readout_out.bias.copy_(torch.from_numpy(bias))
 
     def patchify(self, fmri: torch.Tensor) -> torch.Tensor:
         """(batch, window, n_voxels) → (batch, window, n_tokens, patch_size) with this encoder's patch size."""
@@ -259,6 +308,9 @@ class FMRIEncoder(SavesPretrained, nn.Module):
         else:
             pooled = tokens.mean(dim=1)
         embedding = self.embed_head(pooled)
+        if c.readout_rank:  # the raw window, masked positions at zero (patches are zero-padded past n_voxels)
+            visible = patches if token_mask is None else patches * ~token_mask[:, None, :, None]
+            embedding = embedding + self.readout_out(self.readout_in(visible.flatten(2)[..., : c.n_voxels].flatten(1)))
         cond = self.cond_in(self.token_mixer(tokens.transpose(1, 2)).transpose(1, 2))
         conditioning = cond + self.cond_mlp(cond)
         recon = self.recon_head(tokens).view(b, n, c.window, c.patch_size).permute(0, 2, 1, 3)

@@ -95,6 +95,43 @@ def test_mixer_pool_weighs_each_token_position_on_its_own():
     assert not torch.allclose(again.reshape(2, -1) @ head.weight.T + head.bias, expected)
 
 
+def test_readout_starts_at_the_given_map_and_sees_masked_positions_as_zero():
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1)
+    model = FMRIEncoder(FMRIEncoderConfig(**{**TINY.__dict__, "readout_rank": 8})).eval()
+    weight, bias = torch.randn(8, 90, generator=gen, dtype=torch.float64), torch.randn(8, generator=gen)
+    model.set_readout(weight, bias.numpy())
+    x = torch.randn(2, 3, 30, generator=gen)
+    # embed_dim 8 = rank 8: the map is exact, and the transformer's embedding head starts at zero
+    expected = x.reshape(2, 90).double() @ weight.T + bias.double()
+    torch.testing.assert_close(model(x).embedding.double(), expected, rtol=1e-5, atol=1e-5)
+    # a masked token position reads as zero voxels (patch 1 = voxels 4..7 of every TR)
+    mask = torch.zeros(2, N_TOKENS, dtype=torch.bool)
+    mask[:, 1] = True
+    zeroed = x.clone()
+    zeroed[..., 4:8] = 0
+    expected = zeroed.reshape(2, 90).double() @ weight.T + bias.double()
+    torch.testing.assert_close(model(x, token_mask=mask).embedding.double(), expected, rtol=1e-5, atol=1e-5)
+    # a lower rank gives the best approximation of that rank (Eckart-Young): the SVD cut to 3 components
+    low = FMRIEncoder(FMRIEncoderConfig(**{**TINY.__dict__, "readout_rank": 3})).eval()
+    low.set_readout(weight.numpy(), bias.numpy())
+    u, s, vt = torch.linalg.svd(weight, full_matrices=False)
+    cut = (u[:, :3] * s[:3]) @ vt[:3]
+    torch.testing.assert_close(
+        low(x).embedding.double(), x.reshape(2, 90).double() @ cut.T + bias.double(), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_readout_errors():
+    with pytest.raises(ValueError, match="FMRIEncoderConfig.readout_rank: expected an integer >= 0, got -1"):
+        FMRIEncoder(FMRIEncoderConfig(**{**TINY.__dict__, "readout_rank": -1}))
+    with pytest.raises(ValueError, match="set_readout: expected an encoder built with readout_rank > 0"):
+        FMRIEncoder(TINY).set_readout(torch.zeros(8, 90), torch.zeros(8))
+    model = FMRIEncoder(FMRIEncoderConfig(**{**TINY.__dict__, "readout_rank": 4}))
+    with pytest.raises(ValueError, match=r"expected weight of shape \(8, 90\) and bias of shape \(8,\), got \(8, 30\)"):
+        model.set_readout(torch.zeros(8, 30), torch.zeros(8))
+
+
 def test_reconstruction_head_is_aligned_with_the_patches():
     """A linear model that copies its input through the recon head's layout gives back the patches."""
     torch.manual_seed(0)

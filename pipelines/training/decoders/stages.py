@@ -228,6 +228,11 @@ class EncoderStage(_RetrievalStage):
     def inputs(self, split: str) -> np.ndarray:
         return self.data.window(split, self.config.model.window)
 
+    def prepare(self, model: FMRIEncoder) -> None:
+        """With ``readout_rank``, start the read-out at the ridge map from the window to the caption embedding."""
+        if model.config.readout_rank:
+            model.set_readout(*self.ridge_readout(lambda split: self.data.splits[split].text))
+
     def loss(self, model, batch):
         fmri, text, video, tokens = batch
         t, core = self.config.train, unwrap(model)

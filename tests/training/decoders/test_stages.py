@@ -105,3 +105,19 @@ def test_linear_readout_starts_at_the_ridge_baseline(tiny_config, tiny_decoder_d
     model.eval()
     got = stage.embed(model, data.volume("test")) if name == "semantic" else stage.predict(model, data.volume("test"))
     np.testing.assert_allclose(got.reshape(len(got), -1), ridge.predict(data.volume("test")), rtol=1e-3, atol=1e-4)
+
+
+def test_encoder_readout_starts_at_the_ridge_baseline_on_the_window(tiny_config, tiny_decoder_data):
+    data = tiny_decoder_data
+    settings = tiny_config.stages["fmri-encoder"]
+    # the ridge map's rank is at most the number of training clips: exactly representable at that rank
+    settings = replace(settings, model=replace(settings.model, readout_rank=len(data.splits["train"])))
+    stage = make_stage("fmri-encoder", settings, data)
+    torch.manual_seed(0)
+    model = stage.build()
+    stage.prepare(model)
+    window = {s: stage.inputs(s).reshape(len(stage.inputs(s)), -1) for s in ("train", "val", "test")}
+    ridge = fit_ridge(window["train"], data.splits["train"].text, window["val"], data.splits["val"].text)
+    model.eval()
+    got = stage.embed(model, stage.inputs("test"))
+    np.testing.assert_allclose(got, ridge.predict(window["test"]), rtol=1e-3, atol=1e-4)
