@@ -305,6 +305,17 @@ class StructureDecoderConfig:
     linear_readout: bool = False  # + Linear(hidden → latent) from the input layer's output (code: none)
 
 
+def readout_arrays(weight, bias, n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
+    """``weight`` (n_out, n_in) and ``bias`` (n_out,) of a linear map as float64 arrays, or a ValueError naming both."""
+    weight, bias = np.asarray(weight, np.float64), np.asarray(bias, np.float64)
+    if weight.shape != (n_out, n_in) or bias.shape != (n_out,):
+        raise ValueError(
+            f"set_readout: expected weight of shape {(n_out, n_in)} and bias of shape {(n_out,)}, got "
+            f"{weight.shape} and {bias.shape}."
+        )
+    return weight, bias
+
+
 def low_rank_factors(weight: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
     """Split a linear map into ``out @ first`` of at most ``rank``: its best approximation of that rank.
 
@@ -395,13 +406,7 @@ class StructureDecoder(SavesPretrained, nn.Module):
         c = self.config
         if not c.linear_readout:
             raise ValueError("set_readout: expected a decoder built with linear_readout=True, got one without.")
-        weight, bias = np.asarray(weight, np.float64), np.asarray(bias, np.float64)
-        n_out = math.prod(c.latent_shape)
-        if weight.shape != (n_out, c.n_voxels) or bias.shape != (n_out,):
-            raise ValueError(
-                f"set_readout: expected weight of shape {(n_out, c.n_voxels)} and bias of shape {(n_out,)}, got "
-                f"{weight.shape} and {bias.shape}."
-            )
+        weight, bias = readout_arrays(weight, bias, math.prod(c.latent_shape), c.n_voxels)
         first, out = low_rank_factors(weight, c.hidden_dim)
         with torch.no_grad():
             for layer, w, b in ((self.net[0], first, np.zeros(c.hidden_dim)), (self.readout, out, bias)):

@@ -46,7 +46,7 @@ from torch import nn
 
 from pipelines.models.checks import check_positive, check_shape
 from pipelines.models.io import SavesPretrained
-from pipelines.models.mind_animator import low_rank_factors, symmetric_info_nce
+from pipelines.models.mind_animator import low_rank_factors, readout_arrays, symmetric_info_nce
 
 POOLS = ("mean", "mixer")  # how FMRIEncoder pools its tokens into the CLIP-space embedding
 
@@ -239,13 +239,7 @@ class FMRIEncoder(SavesPretrained, nn.Module):
         c = self.config
         if not c.readout_rank:
             raise ValueError("set_readout: expected an encoder built with readout_rank > 0, got readout_rank=0.")
-        weight, bias = np.asarray(weight, np.float64), np.asarray(bias, np.float64)
-        n_in = c.window * c.n_voxels
-        if weight.shape != (c.embed_dim, n_in) or bias.shape != (c.embed_dim,):
-            raise ValueError(
-                f"set_readout: expected weight of shape {(c.embed_dim, n_in)} and bias of shape {(c.embed_dim,)}, "
-                f"got {weight.shape} and {bias.shape}."
-            )
+        weight, bias = readout_arrays(weight, bias, c.embed_dim, c.window * c.n_voxels)
         first, out = low_rank_factors(weight, c.readout_rank)
         with torch.no_grad():
             self.readout_in.weight.copy_(torch.from_numpy(first))
