@@ -305,30 +305,36 @@ class StructureDecoderConfig:
     linear_readout: bool = False  # + Linear(hidden → latent) from the input layer's output (code: none)
 
 
-def readout_arrays(weight, bias, n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
-    """``weight`` (n_out, n_in) and ``bias`` (n_out,) of a linear map as float64 arrays, or a ValueError naming both."""
+def set_low_rank(first: nn.Linear, out: nn.Linear, weight, bias) -> None:
+    """Make ``out(first(x))`` the best approximation of ``x @ weight.T + bias`` of rank ``first.out_features``.
+
+    The SVD U S Vᵀ of ``weight`` (out.out_features, first.in_features), cut to that rank, is shared evenly: ``first``
+    gets S^½ Vᵀ (and a zero bias, if it has one), ``out`` gets U S^½ and ``bias``; components beyond the map's own
+    rank are zero.
+
+    Raises
+    ------
+    ValueError
+        If ``weight`` or ``bias`` does not match the two layers.
+    """
+    n_out, n_in, rank = out.out_features, first.in_features, first.out_features
     weight, bias = np.asarray(weight, np.float64), np.asarray(bias, np.float64)
     if weight.shape != (n_out, n_in) or bias.shape != (n_out,):
         raise ValueError(
             f"set_readout: expected weight of shape {(n_out, n_in)} and bias of shape {(n_out,)}, got "
             f"{weight.shape} and {bias.shape}."
         )
-    return weight, bias
-
-
-def low_rank_factors(weight: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split a linear map into ``out @ first`` of at most ``rank``: its best approximation of that rank.
-
-    The SVD U S Vᵀ of ``weight`` (n_out, n_in), cut to ``rank`` components, is shared evenly: ``first`` = S^½ Vᵀ
-    (rank, n_in) and ``out`` = U S^½ (n_out, rank); rows / columns beyond the map's own rank are zero.
-    """
-    weight = np.asarray(weight, np.float64)
     u, s, vt = np.linalg.svd(weight, full_matrices=False)
     k = min(rank, len(s))
     root = np.sqrt(s[:k])
-    first, out = np.zeros((rank, weight.shape[1])), np.zeros((weight.shape[0], rank))
-    first[:k], out[:, :k] = root[:, None] * vt[:k], u[:, :k] * root
-    return first, out
+    w_first, w_out = np.zeros((rank, n_in)), np.zeros((n_out, rank))
+    w_first[:k], w_out[:, :k] = root[:, None] * vt[:k], u[:, :k] * root
+    with torch.no_grad():
+        first.weight.copy_(torch.from_numpy(w_first))
+        if first.bias is not None:
+            first.bias.zero_()
+        out.weight.copy_(torch.from_numpy(w_out))
+        out.bias.copy_(torch.from_numpy(bias))
 
 
 class _ResidualLinear(nn.Module):
@@ -406,12 +412,7 @@ class StructureDecoder(SavesPretrained, nn.Module):
         c = self.config
         if not c.linear_readout:
             raise ValueError("set_readout: expected a decoder built with linear_readout=True, got one without.")
-        weight, bias = readout_arrays(weight, bias, math.prod(c.latent_shape), c.n_voxels)
-        first, out = low_rank_factors(weight, c.hidden_dim)
-        with torch.no_grad():
-            for layer, w, b in ((self.net[0], first, np.zeros(c.hidden_dim)), (self.readout, out, bias)):
-                layer.weight.copy_(torch.from_numpy(w))
-                layer.bias.copy_(torch.from_numpy(b))
+        set_low_rank(self.net[0], self.readout, weight, bias)
 
     def forward(self, fmri: torch.Tensor) -> torch.Tensor:
         """Decode a batch: tensor of shape (batch, n_voxels) → latents of shape (batch, channels, h, w)."""

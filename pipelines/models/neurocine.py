@@ -46,7 +46,7 @@ from torch import nn
 
 from pipelines.models.checks import check_positive, check_shape
 from pipelines.models.io import SavesPretrained
-from pipelines.models.mind_animator import low_rank_factors, readout_arrays, symmetric_info_nce
+from pipelines.models.mind_animator import set_low_rank, symmetric_info_nce
 
 POOLS = ("mean", "mixer")  # how FMRIEncoder pools its tokens into the CLIP-space embedding
 
@@ -112,9 +112,7 @@ class FMRIEncoderConfig:
     cond_dim: int = 128  # renderer conditioning width (demo CLIP text width: 128)
     pool: str = "mean"  # embedding from: "mean" (the mean token) or "mixer" (token-axis Linear to n_pool, then Linear)
     n_pool: int = 8  # token-axis outputs of the "mixer" pool
-    readout_rank: int = (
-        0  # > 0: + a rank-limited Linear(window·n_voxels → embed_dim) of the raw window (not in C.2/C.5)
-    )
+    readout_rank: int = 0  # > 0: + a rank-limited Linear of the raw window to embed_dim (not in C.2 / C.5)
 
 
 class FMRIEncoderOutput(NamedTuple):
@@ -239,12 +237,7 @@ class FMRIEncoder(SavesPretrained, nn.Module):
         c = self.config
         if not c.readout_rank:
             raise ValueError("set_readout: expected an encoder built with readout_rank > 0, got readout_rank=0.")
-        weight, bias = readout_arrays(weight, bias, c.embed_dim, c.window * c.n_voxels)
-        first, out = low_rank_factors(weight, c.readout_rank)
-        with torch.no_grad():
-            self.readout_in.weight.copy_(torch.from_numpy(first))
-            self.readout_out.weight.copy_(torch.from_numpy(out))
-            self.readout_out.bias.copy_(torch.from_numpy(bias))
+        set_low_rank(self.readout_in, self.readout_out, weight, bias)
 
     def patchify(self, fmri: torch.Tensor) -> torch.Tensor:
         """(batch, window, n_voxels) → (batch, window, n_tokens, patch_size) with this encoder's patch size."""
@@ -302,9 +295,9 @@ class FMRIEncoder(SavesPretrained, nn.Module):
         else:
             pooled = tokens.mean(dim=1)
         embedding = self.embed_head(pooled)
-        if c.readout_rank:  # the raw window, masked positions at zero (patches are zero-padded past n_voxels)
+        if c.readout_rank:  # the raw window, masked positions at zero
             visible = patches if token_mask is None else patches * ~token_mask[:, None, :, None]
-            embedding = embedding + self.readout_out(self.readout_in(visible.flatten(2)[..., : c.n_voxels].flatten(1)))
+            embedding = embedding + self.readout_out(self.readout_in(unpatchify(visible, c.n_voxels).flatten(1)))
         cond = self.cond_in(self.token_mixer(tokens.transpose(1, 2)).transpose(1, 2))
         conditioning = cond + self.cond_mlp(cond)
         recon = self.recon_head(tokens).view(b, n, c.window, c.patch_size).permute(0, 2, 1, 3)
