@@ -148,7 +148,7 @@ PROMISED = {  # the keys the module docstring's table promises, per stage
     "semantic": RETRIEVAL,
     "fmri-encoder": RETRIEVAL,
     "structure": ["mse", "ridge_mse", "mean_latent_mse", "shuffled_fmri_mse", "ridge_paired_p"],
-    "motion": [*MOTION, "ridge_shuffle_test", "ridge_paired_p"],
+    "motion": [*MOTION, "ridge_shuffle_test", "ridge_paired_p", "pipeline", "target_met"],
     "flow": ["epe", "ridge_epe", "zero_epe", "shuffled_fmri_epe", "target_met", "ridge_paired_p"],
 }
 
@@ -187,6 +187,19 @@ def test_every_stage_reports_the_documented_metrics(evaluation, tiny_decoder_dat
         assert test["metric"] == "latent_motion_cosine" and 0.0 <= test["p_mean"] <= 1.0 and test["p_std"] >= 0.0
     for key in ("motion_cosine", "shuffled_fmri_motion_cosine", "ridge_motion_cosine"):
         assert -1.0 <= results["motion"][key] <= 1.0
+    path = results["motion"]["pipeline"]
+    controls = ("shuffled_fmri", "generator_shuffled_fmri")
+    for test in (path["shuffle_test"], path["ridge_shuffle_test"], *(path[k]["shuffle_test"] for k in controls)):
+        assert test["metric"] == "latent_motion_cosine" and 0.0 <= test["p_mean"] <= 1.0
+    n = path["n_fmri_shuffles"]
+    for key in controls:
+        cosines = np.array(path[key]["motion_cosines"])
+        assert len(cosines) == n and cosines[0] == path[key]["motion_cosine"] == path[key]["shuffle_test"]["observed"]
+        assert path[key]["fmri_permutation_p"] == pytest.approx(
+            (1 + (cosines >= path["motion_cosine"]).sum()) / (1 + n)
+        )
+    met = path["shuffle_test"]["p_mean"] < 0.05 and max(path[k]["fmri_permutation_p"] for k in controls) < 0.05
+    assert path["target_met"] == met == results["motion"]["target_met"]
     for stage in ("semantic", "fmri-encoder"):
         r = results[stage]
         assert 0.0 <= r["top1"] <= r["top10"] <= 1.0
@@ -262,3 +275,37 @@ def test_cli_needs_backbones_for_the_demo_tier(tmp_path, capsys):
 def test_evaluate_decoders_needs_a_trained_stage(tiny_config, tiny_decoder_data, tmp_path):
     with pytest.raises(FileNotFoundError, match=rf"{tmp_path}: expected at least one trained stage folder among"):
         evaluate_decoders(tmp_path, tiny_config, tiny_decoder_data)
+
+
+def test_the_inference_path_starts_from_the_structure_decoder(evaluation, trained, tiny_config, tiny_decoder_data):
+    """The motion shuffle test of the acceptance runs the generator from the first latent the structure decoder
+    decodes from the clip's fMRI; its controls give another clip's fMRI to the whole path, or to the generator only."""
+    from pipelines.models.registry import DECODERS
+    from pipelines.training.decoders.stages import make_stage
+
+    data, path = tiny_decoder_data, evaluation[0]["motion"]["pipeline"]
+    latents, fmri = data.splits["test"].latents, data.volume("test")
+    shuffle = np.random.default_rng(0).permutation(len(latents))  # evaluate_decoders' seed 0
+    structure, motion = (DECODERS[s].from_pretrained(trained / s) for s in ("structure", "motion"))
+    first = make_stage("structure", tiny_config.stages["structure"], data).predict(structure, fmri)
+    stage = make_stage("motion", tiny_config.stages["motion"], data)
+    assert path["first_frame"] == "structure decoder"
+    for scored, volume, start in ((path, fmri, first), (path["shuffled_fmri"], fmri[shuffle], first[shuffle]),
+                                  (path["generator_shuffled_fmri"], fmri[shuffle], first)):  # fmt: skip
+        video = stage.predict(motion, volume, start)
+        np.testing.assert_allclose(video[:, 0], start, atol=1e-6)  # generation keeps the frame it starts from
+        assert scored["motion_cosine"] == pytest.approx(motion_cosine(video, latents), abs=1e-6)
+
+
+def test_without_a_structure_decoder_the_inference_path_starts_from_ridge(trained, tiny_config, tiny_decoder_data):
+    from pipelines.models.registry import DECODERS
+
+    data = tiny_decoder_data
+    assert evaluate.pipeline_first_latents(trained.parent / "nothing-here", tiny_config, data) is None
+    result = evaluate.evaluate_stage(
+        "motion", DECODERS["motion"].from_pretrained(trained / "motion"), tiny_config, data
+    )
+    assert result["pipeline"]["first_frame"] == "structure ridge"
+    assert result["pipeline"]["ridge_shuffle_test"]["observed"] == pytest.approx(
+        result["pipeline"]["ridge_motion_cosine"]
+    )
