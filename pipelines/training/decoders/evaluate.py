@@ -224,11 +224,14 @@ def evaluate_stage(
             np.random.default_rng([seed, k]).permutation(len(test)) for k in range(1, N_FMRI_SHUFFLES)
         ]
         for key, whole_path in (("shuffled_fmri", True), ("generator_shuffled_fmri", False)):
-            videos = [stage.predict(model, fmri[o], first[o] if whole_path else first) for o in orders]
-            cosines = [motion_cosine(video, latents) for video in videos]
+            cosines, test_0 = [], None
+            for o in orders:  # one video at a time: each is as large as the test latents
+                video = stage.predict(model, fmri[o], first[o] if whole_path else first)
+                cosines.append(motion_cosine(video, latents))
+                test_0 = test_0 or _shuffle_test(video, latents, seed)
             path[key] = {
                 "motion_cosine": cosines[0],
-                "shuffle_test": _shuffle_test(videos[0], latents, seed),
+                "shuffle_test": test_0,
                 "motion_cosines": cosines,
                 "fmri_permutation_p": (1 + sum(c >= path["motion_cosine"] for c in cosines)) / (1 + len(cosines)),
             }
