@@ -120,6 +120,12 @@ def _ridge(data: DecoderData, inputs, target) -> np.ndarray:
     return _fit(data, inputs, target).predict(flatten(*inputs("test")))
 
 
+def _structure_ridge(data: DecoderData) -> np.ndarray:
+    """The structure ridge's first-frame latents of the test clips, shaped as the latents."""
+    first = _ridge(data, lambda s: (data.volume(s),), lambda s: data.splits[s].latents[:, 0])
+    return first.reshape(data.splits["test"].latents[:, 0].shape)
+
+
 def _shuffle_test(video: np.ndarray, latents: np.ndarray, seed: int) -> dict:
     """The shuffle test of ``video``'s frame order against ``latents`` (motion cosine), as a JSON object."""
     result = shuffle_test(lambda order: motion_cosine(video, latents, order), latents.shape[1], seed=seed)
@@ -182,12 +188,10 @@ def evaluate_stage(
         out["mse"] = float(np.mean((predicted - target) ** 2))
         out["shuffled_fmri_mse"] = float(np.mean((stage.predict(model, fmri[shuffle]) - target) ** 2))
         out["mean_latent_mse"] = float(np.mean((data.splits["train"].latents[:, 0].mean(axis=0) - target) ** 2))
-        ridge = _ridge(data, lambda s: (data.volume(s),), lambda s: data.splits[s].latents[:, 0])
-        out["ridge_mse"] = float(np.mean((ridge.reshape(target.shape) - target) ** 2))
+        ridge = _structure_ridge(data)
+        out["ridge_mse"] = float(np.mean((ridge - target) ** 2))
         out["beats_ridge"] = out["mse"] < out["ridge_mse"]
-        out["ridge_paired_p"] = ridge_paired_p(
-            per_clip((predicted - target) ** 2), per_clip((ridge.reshape(target.shape) - target) ** 2)
-        )
+        out["ridge_paired_p"] = ridge_paired_p(per_clip((predicted - target) ** 2), per_clip((ridge - target) ** 2))
     elif name == "motion":
         fmri, latents = data.volume("test"), test.latents
         generated = stage.predict(model, fmri, latents[:, 0])
@@ -209,8 +213,7 @@ def evaluate_stage(
             out[f"{key}motion_cosine"] = motion_cosine(video, latents)
             out[f"{key}shuffle_test"] = _shuffle_test(video, latents, seed)
         if first_latents is None:
-            first = _ridge(data, lambda s: (data.volume(s),), lambda s: data.splits[s].latents[:, 0])
-            first_latents = first.reshape(latents[:, 0].shape).astype(np.float32), "structure ridge"
+            first_latents = _structure_ridge(data).astype(np.float32), "structure ridge"
         first, source = first_latents
         ridge = ridge_motion.predict(flatten(fmri, first)).reshape(latents[:, 1:].shape)
         path: dict[str, Any] = {"first_frame": source, "n_fmri_shuffles": N_FMRI_SHUFFLES}
@@ -224,14 +227,15 @@ def evaluate_stage(
             np.random.default_rng([seed, k]).permutation(len(test)) for k in range(1, N_FMRI_SHUFFLES)
         ]
         for key, whole_path in (("shuffled_fmri", True), ("generator_shuffled_fmri", False)):
-            cosines, test_0 = [], None
-            for o in orders:  # one video at a time: each is as large as the test latents
+            cosines = []
+            for k, o in enumerate(orders):  # one video at a time: each is as large as the test latents
                 video = stage.predict(model, fmri[o], first[o] if whole_path else first)
                 cosines.append(motion_cosine(video, latents))
-                test_0 = test_0 or _shuffle_test(video, latents, seed)
+                if k == 0:  # the shuffle test of the first permutation, as on the first-frame-given path
+                    first_test = _shuffle_test(video, latents, seed)
             path[key] = {
                 "motion_cosine": cosines[0],
-                "shuffle_test": test_0,
+                "shuffle_test": first_test,
                 "motion_cosines": cosines,
                 "fmri_permutation_p": (1 + sum(c >= path["motion_cosine"] for c in cosines)) / (1 + len(cosines)),
             }
