@@ -13,6 +13,12 @@ Deviations, where the paper leaves freedom or the demo scale asks for it:
   the image features: with 1×1 convolutions only, a broadcast vector cannot say *where* motion is unless the image
   features happen to tell locations apart, while fMRI of early visual cortex is retinotopic.
 - The codebook is fitted with scikit-learn's ``KMeans`` on a seeded random subsample of the training flow vectors.
+- The linear flow (``readout_rank`` > 0, off by default): a rank-limited Linear of the window to the whole flow grid,
+  whose flows join the trunk's input channels. The broadcast fMRI vector is one vector for every patch, so the
+  trunk has to rebuild *where* each flow is from it and the position map, while the simulated motion voxels code
+  local motion energy linearly (a ridge map from the window to the flows beats the decoder without it on the
+  test split). :meth:`FlowDecoder.set_readout` starts it at such a map; the classification over the codebook
+  and the expected flow stay as published.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from torch import nn
 
 from pipelines.models.checks import check_positive, check_shape
 from pipelines.models.io import SavesPretrained
+from pipelines.models.mind_animator import set_low_rank
 
 
 class FlowCodebook(nn.Module):
@@ -196,6 +203,7 @@ class FlowDecoderConfig:
     n_flows: int = 3  # flow fields per window (paper: 3 per TR)
     n_clusters: int = 40  # k of the flow codebook (paper: 40)
     dropout: float = 0.1  # in the fMRI MLP
+    readout_rank: int = 0  # > 0: + a rank-limited Linear of the window to the flow grid, fed to the trunk (not C.4)
 
 
 class _Residual1x1(nn.Module):
@@ -243,6 +251,8 @@ class FlowDecoder(SavesPretrained, nn.Module):
             )
         if not 0.0 <= c.dropout < 1.0:
             raise ValueError(f"FlowDecoderConfig.dropout: expected a probability in [0, 1), got {c.dropout!r}.")
+        if isinstance(c.readout_rank, bool) or not isinstance(c.readout_rank, int) or c.readout_rank < 0:
+            raise ValueError(f"FlowDecoderConfig.readout_rank: expected an integer >= 0, got {c.readout_rank!r}.")
         self.config = config
         self.fmri_mlp = nn.Sequential(
             nn.Linear(c.window * c.n_voxels, c.fmri_hidden),
@@ -258,8 +268,13 @@ class FlowDecoder(SavesPretrained, nn.Module):
         self.stem = nn.Sequential(*stem)
         self.position = nn.Parameter(torch.zeros(1, c.position_channels, c.grid_size, c.grid_size))
         nn.init.normal_(self.position, std=0.02)
+        linear_channels = 0
+        if c.readout_rank:
+            linear_channels = c.n_flows * 2
+            self.readout_in = nn.Linear(c.window * c.n_voxels, c.readout_rank, bias=False)
+            self.readout_out = nn.Linear(c.readout_rank, linear_channels * c.grid_size**2)
         self.trunk = nn.Sequential(
-            nn.Conv2d(c.fmri_dim + c_in + c.position_channels, c.hidden_channels, 1),
+            nn.Conv2d(c.fmri_dim + c_in + c.position_channels + linear_channels, c.hidden_channels, 1),
             *[_Residual1x1(c.hidden_channels) for _ in range(c.n_blocks)],
             nn.GELU(),
             nn.Conv2d(c.hidden_channels, c.n_flows * c.n_clusters, 1),
@@ -291,8 +306,51 @@ class FlowDecoder(SavesPretrained, nn.Module):
         g = c.grid_size
         image = F.adaptive_avg_pool2d(self.stem(first_frame * 2 - 1), g)
         brain = self.fmri_mlp(fmri.flatten(1))[:, :, None, None].expand(-1, -1, g, g)
-        x = torch.cat([brain, image, self.position.expand(b, -1, -1, -1)], dim=1)
-        return self.trunk(x).view(b, c.n_flows, c.n_clusters, g, g)
+        parts = [brain, image, self.position.expand(b, -1, -1, -1)]
+        if c.readout_rank:
+            parts.append(self.linear_flow(fmri).flatten(1, 2))
+        return self.trunk(torch.cat(parts, dim=1)).view(b, c.n_flows, c.n_clusters, g, g)
+
+    def linear_flow(self, fmri: torch.Tensor) -> torch.Tensor:
+        """The linear read-out's flows (``readout_rank`` > 0): (batch, n_flows, 2, grid_size, grid_size).
+
+        Raises
+        ------
+        ValueError
+            If the decoder has no read-out or ``fmri`` does not match the config.
+        """
+        c = self.config
+        if not c.readout_rank:
+            raise ValueError("linear_flow: expected a decoder built with readout_rank > 0, got readout_rank=0.")
+        check_shape(fmri, "fmri", (None, c.window, c.n_voxels), f"(batch, {c.window}, {c.n_voxels})")
+        g = c.grid_size
+        return self.readout_out(self.readout_in(fmri.flatten(1))).view(len(fmri), c.n_flows, 2, g, g)
+
+    def readout_parameters(self) -> list[nn.Parameter]:
+        """The linear read-out's parameters (none without ``readout_rank``)."""
+        if not self.config.readout_rank:
+            return []
+        return [*self.readout_in.parameters(), *self.readout_out.parameters()]
+
+    def set_readout(self, weight: torch.Tensor | np.ndarray, bias: torch.Tensor | np.ndarray) -> None:
+        """Make the linear read-out (``readout_rank``) the best approximation of that rank of a linear map.
+
+        Parameters
+        ----------
+        weight : array of shape (n_flows·2·grid_size², window·n_voxels)
+            From the window flattened TR by TR to the flows flattened as (n_flows, 2, grid_size, grid_size), e.g.
+            the ridge baseline fitted on training clips; or a pair of factors whose product it is
+            (:func:`~pipelines.models.mind_animator.set_low_rank`).
+        bias : array of shape (n_flows·2·grid_size²,)
+
+        Raises
+        ------
+        ValueError
+            If the decoder has no read-out or a shape differs.
+        """
+        if not self.config.readout_rank:
+            raise ValueError("set_readout: expected a decoder built with readout_rank > 0, got readout_rank=0.")
+        set_low_rank(self.readout_in, self.readout_out, weight, bias)
 
     def expected_flow(self, logits: torch.Tensor) -> torch.Tensor:
         """:func:`expected_flow` with this decoder's codebook: (batch, n_flows, 2, grid_size, grid_size)."""

@@ -188,7 +188,7 @@ class SemanticDecoder(SavesPretrained, nn.Module):
 
         Parameters
         ----------
-        weight : array of shape (embed_dim, n_voxels)
+        weight : array of shape (embed_dim, n_voxels), or a pair of factors whose product it is (:func:`set_low_rank`)
         bias : array of shape (embed_dim,)
 
         Raises
@@ -198,6 +198,8 @@ class SemanticDecoder(SavesPretrained, nn.Module):
         """
         if not self.config.linear_readout:
             raise ValueError("set_readout: expected a decoder built with linear_readout=True, got one without.")
+        if isinstance(weight, (tuple, list)):
+            weight = _product(weight)
         for name, value, target in (("weight", weight, self.readout.weight), ("bias", bias, self.readout.bias)):
             value = torch.as_tensor(np.asarray(value), dtype=target.dtype)
             if value.shape != target.shape:
@@ -310,21 +312,20 @@ def set_low_rank(first: nn.Linear, out: nn.Linear, weight, bias) -> None:
 
     The SVD U S Vᵀ of ``weight`` (out.out_features, first.in_features), cut to that rank, is shared evenly: ``first``
     gets S^½ Vᵀ (and a zero bias, if it has one), ``out`` gets U S^½ and ``bias``; components beyond the map's own
-    rank are zero.
+    rank are zero. ``weight`` may also be given as a pair of factors (left (n_out, k), right (k, n_in)) whose product
+    is the map, e.g. :meth:`pipelines.training.decoders.ridge.RidgeBaseline.factors`: the SVD then costs
+    O((n_out + n_in)·k²) instead of O(n_out·n_in·min(n_out, n_in)), the same result for a map of rank k.
 
     Raises
     ------
     ValueError
-        If ``weight`` or ``bias`` does not match the two layers.
+        If ``weight`` (or its factors) or ``bias`` does not match the two layers.
     """
     n_out, n_in, rank = out.out_features, first.in_features, first.out_features
-    weight, bias = np.asarray(weight, np.float64), np.asarray(bias, np.float64)
-    if weight.shape != (n_out, n_in) or bias.shape != (n_out,):
-        raise ValueError(
-            f"set_readout: expected weight of shape {(n_out, n_in)} and bias of shape {(n_out,)}, got "
-            f"{weight.shape} and {bias.shape}."
-        )
-    u, s, vt = np.linalg.svd(weight, full_matrices=False)
+    u, s, vt = _svd(weight, n_out, n_in)
+    bias = np.asarray(bias, np.float64)
+    if bias.shape != (n_out,):
+        raise ValueError(f"set_readout: expected bias of shape {(n_out,)}, got {bias.shape}.")
     k = min(rank, len(s))
     root = np.sqrt(s[:k])
     w_first, w_out = np.zeros((rank, n_in)), np.zeros((n_out, rank))
@@ -335,6 +336,38 @@ def set_low_rank(first: nn.Linear, out: nn.Linear, weight, bias) -> None:
             first.bias.zero_()
         out.weight.copy_(torch.from_numpy(w_out))
         out.bias.copy_(torch.from_numpy(bias))
+
+
+def _product(factors) -> np.ndarray:
+    """The map (left @ right) of a pair of factors."""
+    if len(factors) != 2:
+        raise ValueError(f"set_readout: expected a pair of factors (left, right), got {len(factors)} arrays.")
+    left, right = (np.asarray(a, np.float64) for a in factors)
+    if left.ndim != 2 or right.ndim != 2 or left.shape[1] != right.shape[0]:
+        raise ValueError(
+            f"set_readout: expected factors of shapes (n_out, k) and (k, n_in), got {left.shape} and {right.shape}."
+        )
+    return left @ right
+
+
+def _svd(weight, n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Thin SVD (U, S, Vᵀ) of a map (n_out, n_in) given whole or as factors (left (n_out, k), right (k, n_in))."""
+    if isinstance(weight, (tuple, list)):
+        if len(weight) != 2:
+            raise ValueError(f"set_readout: expected a pair of factors (left, right), got {len(weight)} arrays.")
+        left, right = (np.asarray(a, np.float64) for a in weight)
+        if left.ndim != 2 or right.ndim != 2 or left.shape[0] != n_out or right.shape != (left.shape[1], n_in):
+            raise ValueError(
+                f"set_readout: expected factors of shapes ({n_out}, k) and (k, {n_in}), got {left.shape} and "
+                f"{right.shape}."
+            )
+        q, r = np.linalg.qr(right.T)  # right = rᵀ qᵀ, q orthonormal columns
+        u, s, wt = np.linalg.svd(left @ r.T, full_matrices=False)
+        return u, s, wt @ q.T
+    weight = np.asarray(weight, np.float64)
+    if weight.shape != (n_out, n_in):
+        raise ValueError(f"set_readout: expected weight of shape {(n_out, n_in)}, got {weight.shape}.")
+    return np.linalg.svd(weight, full_matrices=False)
 
 
 class _ResidualLinear(nn.Module):
@@ -401,7 +434,7 @@ class StructureDecoder(SavesPretrained, nn.Module):
 
         Parameters
         ----------
-        weight : array of shape (channels·h·w, n_voxels)
+        weight : array of shape (channels·h·w, n_voxels), or a pair of factors whose product it is (:func:`set_low_rank`)
         bias : array of shape (channels·h·w,)
 
         Raises

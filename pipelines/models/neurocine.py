@@ -226,7 +226,8 @@ class FMRIEncoder(SavesPretrained, nn.Module):
         Parameters
         ----------
         weight : array of shape (embed_dim, window·n_voxels)
-            Applied to the window flattened TR by TR, e.g. the ridge baseline fitted on training clips.
+            Applied to the window flattened TR by TR, e.g. the ridge baseline fitted on training clips; or a pair of
+            factors whose product it is (:func:`~pipelines.models.mind_animator.set_low_rank`).
         bias : array of shape (embed_dim,)
 
         Raises
@@ -238,6 +239,12 @@ class FMRIEncoder(SavesPretrained, nn.Module):
         if not c.readout_rank:
             raise ValueError("set_readout: expected an encoder built with readout_rank > 0, got readout_rank=0.")
         set_low_rank(self.readout_in, self.readout_out, weight, bias)
+
+    def readout_parameters(self) -> list[nn.Parameter]:
+        """The linear read-out's parameters (none without ``readout_rank``)."""
+        if not self.config.readout_rank:
+            return []
+        return [*self.readout_in.parameters(), *self.readout_out.parameters()]
 
     def patchify(self, fmri: torch.Tensor) -> torch.Tensor:
         """(batch, window, n_voxels) → (batch, window, n_tokens, patch_size) with this encoder's patch size."""

@@ -59,6 +59,29 @@ def _lr(step: int, config: LoopConfig) -> float:
     return config.lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(1.0, progress))))
 
 
+def _param_groups(model: torch.nn.Module, params: list | None) -> list[dict[str, Any]]:
+    """``params`` of :func:`train` as AdamW parameter groups, each with its ``lr_scale``.
+
+    Raises
+    ------
+    ValueError
+        If a group's ``lr_scale`` is not a positive number or a group has no parameters.
+    """
+    params = list(params) if params is not None else list(model.parameters())
+    if not params or not all(isinstance(p, dict) for p in params):
+        return [{"params": params, "lr_scale": 1.0}]
+    groups = []
+    for i, group in enumerate(params):
+        scale = group.get("lr_scale", 1.0)
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+            raise ValueError(f"params[{i}]['lr_scale']: expected a positive number, got {scale!r}.")
+        members = list(group["params"])
+        if not members:
+            raise ValueError(f"params[{i}]: expected a parameter group with parameters, got none.")
+        groups.append({**group, "params": members, "lr_scale": float(scale)})
+    return groups
+
+
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp)
@@ -90,7 +113,7 @@ def train(
     validate: Callable[[torch.nn.Module], float],
     config: LoopConfig,
     workdir: str | Path,
-    params: list[torch.nn.Parameter] | None = None,
+    params: list[torch.nn.Parameter] | list[dict[str, Any]] | None = None,
     accelerator: Accelerator | None = None,
 ) -> tuple[torch.nn.Module, LoopResult]:
     """Train ``model`` and return it with its best validation weights loaded.
@@ -108,8 +131,9 @@ def train(
     workdir : str or Path
         Checkpoints go here (``state.json``, and ``last``, ``best`` and ``optimizer`` as safetensors, written
         atomically); an existing checkpoint is resumed.
-    params : list of parameters, optional
-        What to optimise (default: all of ``model``'s).
+    params : list of parameters, or of parameter groups, optional
+        What to optimise (default: all of ``model``'s). A group is a dict ``{"params": [...], "lr_scale": s}``: its
+        learning rate is ``s`` times the schedule's (warm-up and decay included; ``lr_scale`` defaults to 1).
     accelerator : Accelerator, optional
         Default: one on the model's device (CPU unless the model was moved to a GPU). ``loss_fn`` receives the
         prepared model (under several processes a distributed wrapper: reach attributes through :func:`unwrap`)
@@ -117,8 +141,9 @@ def train(
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    params = list(params) if params is not None else list(model.parameters())
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    groups = _param_groups(model, params)
+    params = [p for group in groups for p in group["params"]]  # for the gradient clip
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     state_path = workdir / "state.json"
     start, history, best_score, best_step = 0, [], float("inf"), -1
     if state_path.is_file():  # resume
@@ -150,7 +175,7 @@ def train(
         torch.manual_seed(config.seed * 1_000_003 + step + 7919 * accelerator.process_index)
         model.train()
         for group in optimizer.param_groups:
-            group["lr"] = _lr(step, config)
+            group["lr"] = _lr(step, config) * group["lr_scale"]
         loss = loss_fn(model, to_device(sample_batch(rng), accelerator.device))
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)

@@ -164,6 +164,47 @@ def test_decoder_round_trip_keeps_the_codebook(tmp_path):
     assert not FlowDecoder(TINY).codebook.is_fitted
 
 
+def test_linear_flow_starts_at_the_given_map_and_joins_the_trunk(tmp_path):
+    torch.manual_seed(0)
+    model = FlowDecoder(FlowDecoderConfig(**{**TINY.__dict__, "readout_rank": 4})).eval()
+    rng = np.random.default_rng(0)
+    n_out = 3 * 2 * 4 * 4
+    weight = rng.standard_normal((n_out, 4)) @ rng.standard_normal((4, 60))  # rank 4: exactly representable
+    bias = rng.standard_normal(n_out)
+    model.set_readout(weight, bias)
+    fmri, frame = torch.randn(2, 5, 12), torch.rand(2, 3, 8, 8)
+    expected = (fmri.flatten(1).double().numpy() @ weight.T + bias).reshape(2, 3, 2, 4, 4)
+    np.testing.assert_allclose(model.linear_flow(fmri).detach().numpy(), expected, rtol=1e-4, atol=1e-4)
+    assert model.trunk[0].in_channels == TINY.fmri_dim + TINY.stem_channels[-1] + TINY.position_channels + 3 * 2
+    before = model(fmri, frame)
+    model.set_readout(2 * weight, bias)  # the trunk reads the linear flow: the logits follow it
+    assert not torch.allclose(model(fmri, frame), before)
+    names = {n for n, p in model.named_parameters() if any(p is q for q in model.readout_parameters())}
+    assert names == {"readout_in.weight", "readout_out.weight", "readout_out.bias"}
+    assert FlowDecoder(TINY).readout_parameters() == []
+    model.codebook.set_centres(CENTRES)
+    model.save_pretrained(tmp_path / "flow")
+    back = FlowDecoder.from_pretrained(tmp_path / "flow")
+    torch.testing.assert_close(back.linear_flow(fmri), model.linear_flow(fmri), rtol=0, atol=0)
+    torch.testing.assert_close(back(fmri, frame), model(fmri, frame), rtol=0, atol=0)
+
+
+def test_linear_flow_errors():
+    with pytest.raises(ValueError, match="FlowDecoderConfig.readout_rank: expected an integer >= 0, got -1"):
+        FlowDecoder(FlowDecoderConfig(**{**TINY.__dict__, "readout_rank": -1}))
+    with pytest.raises(ValueError, match="FlowDecoderConfig.readout_rank: expected an integer >= 0, got True"):
+        FlowDecoder(FlowDecoderConfig(**{**TINY.__dict__, "readout_rank": True}))
+    with pytest.raises(ValueError, match="linear_flow: expected a decoder built with readout_rank > 0"):
+        FlowDecoder(TINY).linear_flow(torch.zeros(1, 5, 12))
+    with pytest.raises(ValueError, match="set_readout: expected a decoder built with readout_rank > 0"):
+        FlowDecoder(TINY).set_readout(np.zeros((96, 60)), np.zeros(96))
+    model = FlowDecoder(FlowDecoderConfig(**{**TINY.__dict__, "readout_rank": 4}))
+    with pytest.raises(ValueError, match=r"set_readout: expected weight of shape \(96, 60\), got \(96, 12\)"):
+        model.set_readout(np.zeros((96, 12)), np.zeros(96))
+    with pytest.raises(ValueError, match=r"fmri: expected a tensor of shape \(batch, 5, 12\), got shape \(1, 12\)"):
+        model.linear_flow(torch.zeros(1, 12))
+
+
 def test_decoder_errors():
     with pytest.raises(ValueError, match="FlowDecoderConfig.window: expected a positive integer, got 0"):
         FlowDecoder(FlowDecoderConfig(**{**TINY.__dict__, "window": 0}))

@@ -175,6 +175,9 @@ def test_semantic_linear_readout_starts_as_the_given_map():
     with torch.no_grad():
         model.trunk[-1].weight.fill_(0.1)
     assert not torch.allclose(model(fmri).embedding, fmri @ weight.T + bias)  # and adds to it once trained
+    factored = SemanticDecoder(SemanticDecoderConfig(**{**SEM.__dict__, "out_proj": True, "linear_readout": True}))
+    factored.set_readout((weight[:, :3].numpy(), torch.eye(3, 20).numpy()), bias.numpy())  # = weight's first 3 columns
+    torch.testing.assert_close(factored.readout.weight, torch.cat([weight[:, :3], torch.zeros(16, 17)], dim=1))
     with pytest.raises(ValueError, match=r"weight: expected shape \(16, 20\), got \(20, 16\)"):
         model.set_readout(weight.T, bias)
     with pytest.raises(ValueError, match=r"bias: expected shape \(16,\), got \(15,\)"):
@@ -261,10 +264,43 @@ def test_structure_linear_readout_represents_a_low_rank_map_exactly():
     u, s, vt = np.linalg.svd(full)
     got = model(torch.tensor(fmri, dtype=torch.float32)).reshape(5, -1).detach().numpy()
     np.testing.assert_allclose(got, fmri @ (u[:, :6] * s[:6] @ vt[:6]).T + bias, rtol=1e-4, atol=1e-4)
-    with pytest.raises(ValueError, match=r"expected weight of shape \(32, 20\) and bias of shape \(32,\), got"):
+    with pytest.raises(ValueError, match=r"set_readout: expected weight of shape \(32, 20\), got \(20, 32\)"):
         model.set_readout(full.T, bias)
+    with pytest.raises(ValueError, match=r"set_readout: expected bias of shape \(32,\), got \(20,\)"):
+        model.set_readout(full, bias[:20])
     with pytest.raises(ValueError, match="set_readout: expected a decoder built with linear_readout=True"):
         StructureDecoder(STRUCT).set_readout(full, bias)
+
+
+def test_set_low_rank_from_factors_equals_from_their_product():
+    rng = np.random.default_rng(1)
+    left, right = rng.standard_normal((32, 7)), rng.standard_normal((7, 20))  # a rank-7 map, given as factors
+    bias = rng.standard_normal(32)
+    fmri = torch.tensor(rng.standard_normal((5, 20)), dtype=torch.float32)
+    for hidden in (6, 9):  # cut below the map's rank, and above it (exact)
+        config = StructureDecoderConfig(**{**STRUCT.__dict__, "hidden_dim": hidden, "linear_readout": True})
+        torch.manual_seed(0)
+        whole, factored = StructureDecoder(config).eval(), StructureDecoder(config).eval()
+        whole.set_readout(left @ right, bias)
+        factored.set_readout((left, right), bias)
+        torch.testing.assert_close(factored(fmri), whole(fmri), rtol=1e-5, atol=1e-5)
+    expected = fmri.double() @ torch.from_numpy(left @ right).T + torch.from_numpy(bias)
+    torch.testing.assert_close(factored(fmri).reshape(5, -1).double(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_readout_factor_errors():
+    config = StructureDecoderConfig(**{**STRUCT.__dict__, "hidden_dim": 6, "linear_readout": True})
+    model, bias = StructureDecoder(config), np.zeros(32)
+    with pytest.raises(ValueError, match=r"set_readout: expected a pair of factors \(left, right\), got 3 arrays"):
+        model.set_readout((np.zeros((32, 2)), np.zeros((2, 20)), np.zeros(1)), bias)
+    with pytest.raises(
+        ValueError,
+        match=r"set_readout: expected factors of shapes \(32, k\) and \(k, 20\), got \(32, 2\) and \(3, 20\)",
+    ):
+        model.set_readout((np.zeros((32, 2)), np.zeros((3, 20))), bias)
+    semantic = SemanticDecoder(SemanticDecoderConfig(**{**SEM.__dict__, "out_proj": True, "linear_readout": True}))
+    with pytest.raises(ValueError, match=r"set_readout: expected factors of shapes \(n_out, k\) and \(k, n_in\)"):
+        semantic.set_readout((np.zeros((4, 2)), np.zeros((3, 20))), np.zeros(4))
 
 
 def test_structure_decoder_errors():

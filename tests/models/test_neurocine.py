@@ -128,8 +128,12 @@ def test_readout_errors():
     with pytest.raises(ValueError, match="set_readout: expected an encoder built with readout_rank > 0"):
         FMRIEncoder(TINY).set_readout(torch.zeros(8, 90), torch.zeros(8))
     model = FMRIEncoder(FMRIEncoderConfig(**{**TINY.__dict__, "readout_rank": 4}))
-    with pytest.raises(ValueError, match=r"expected weight of shape \(8, 90\) and bias of shape \(8,\), got \(8, 30\)"):
+    with pytest.raises(ValueError, match=r"set_readout: expected weight of shape \(8, 90\), got \(8, 30\)"):
         model.set_readout(torch.zeros(8, 30), torch.zeros(8))
+    with pytest.raises(ValueError, match=r"set_readout: expected bias of shape \(8,\), got \(7,\)"):
+        model.set_readout(torch.zeros(8, 90), torch.zeros(7))
+    assert [p.shape for p in model.readout_parameters()] == [(4, 90), (8, 4), (8,)]
+    assert FMRIEncoder(TINY).readout_parameters() == []
 
 
 def test_reconstruction_head_is_aligned_with_the_patches():

@@ -136,3 +136,85 @@ def test_an_explicit_cpu_accelerator_gives_the_default_result(tmp_path):
     for a, b in zip(default.state_dict().values(), explicit.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert type(explicit) is torch.nn.Sequential and not explicit.training  # the plain model, not a wrapper
+
+
+class TwoHeads(torch.nn.Module):
+    """Two independent linear maps whose losses add up: each one's updates do not depend on the other's."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b = torch.nn.Linear(3, 1), torch.nn.Linear(3, 1)
+
+
+def two_heads_loss(model, batch):
+    x, y = batch
+    return torch.nn.functional.mse_loss(model.a(x), y) + torch.nn.functional.mse_loss(model.b(x), -y)
+
+
+def _two_heads(tmp_path, lr: float, scale_b: float | None):
+    model = TwoHeads()
+    groups = None
+    if scale_b is not None:
+        groups = [{"params": model.a.parameters()}, {"params": model.b.parameters(), "lr_scale": scale_b}]
+    config = LoopConfig(steps=30, batch_size=16, lr=lr, warmup=5, eval_every=10, grad_clip=0.0)
+    trained, _ = train("toy", model, sample, two_heads_loss, lambda m: 0.0, config, tmp_path, params=groups)
+    return trained  # validation is constant: the first checkpoint (step 10) is kept
+
+
+def test_a_parameter_group_learns_at_its_lr_scale(tmp_path):
+    grouped = _two_heads(tmp_path / "grouped", 1e-2, 0.5)
+    full, half = _two_heads(tmp_path / "full", 1e-2, None), _two_heads(tmp_path / "half", 5e-3, None)
+    for name in ("weight", "bias"):
+        torch.testing.assert_close(getattr(grouped.a, name), getattr(full.a, name), rtol=0, atol=0)
+        torch.testing.assert_close(getattr(grouped.b, name), getattr(half.b, name), rtol=1e-6, atol=1e-7)
+    assert not torch.equal(grouped.b.weight, full.b.weight)
+
+
+def test_a_run_with_parameter_groups_resumes_to_the_uninterrupted_result(tmp_path):
+    config = LoopConfig(steps=40, batch_size=16, lr=1e-2, warmup=5, eval_every=10, grad_clip=0.0)
+
+    def groups(model):
+        return [{"params": model.a.parameters()}, {"params": model.b.parameters(), "lr_scale": 0.25}]
+
+    def run(workdir, loss):
+        model = TwoHeads()
+        return train("toy", model, sample, loss, lambda m: float(m.a.bias), config, workdir, params=groups(model))
+
+    straight, _ = run(tmp_path / "a", two_heads_loss)
+    calls = {"n": 0}
+
+    def interrupted(model, batch):
+        calls["n"] += 1
+        if calls["n"] == 25:
+            raise KeyboardInterrupt
+        return two_heads_loss(model, batch)
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", interrupted)
+    resumed, _ = run(tmp_path / "b", two_heads_loss)
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize(
+    ("group", "message"),
+    [
+        ({"lr_scale": 0.0}, r"params\[1\]\['lr_scale'\]: expected a positive number, got 0.0"),
+        ({"lr_scale": True}, r"params\[1\]\['lr_scale'\]: expected a positive number, got True"),
+        ({"lr_scale": "0.1"}, r"params\[1\]\['lr_scale'\]: expected a positive number, got '0.1'"),
+    ],
+)
+def test_bad_parameter_groups_are_refused(tmp_path, group, message):
+    model = TwoHeads()
+    groups = [{"params": model.a.parameters()}, {"params": model.b.parameters(), **group}]
+    with pytest.raises(ValueError, match=message):
+        train("toy", model, sample, two_heads_loss, lambda m: 0.0, CONFIG, tmp_path, params=groups)
+    assert not (tmp_path / "state.json").exists()
+
+
+def test_an_empty_parameter_group_is_refused(tmp_path):
+    model = TwoHeads()
+    groups = [{"params": model.a.parameters()}, {"params": [], "lr_scale": 0.5}]
+    with pytest.raises(ValueError, match=r"params\[1\]: expected a parameter group with parameters, got none"):
+        train("toy", model, sample, two_heads_loss, lambda m: 0.0, CONFIG, tmp_path, params=groups)

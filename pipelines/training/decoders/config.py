@@ -57,6 +57,7 @@ class FlowTraining:
     stride: int = 2  # clip frames between the two frames of a flow: 8 frames per TR → (0,2), (2,4), (4,6) = 3 per TR
     codebook_vectors: int = 200_000  # training flow vectors k-means sees at most
     epe_weight: float = 0.0  # weight of the expected flow's end-point error beside the cross-entropy (paper: 0)
+    readout_lr_scale: float = 1.0  # the linear flow's learning rate / loop.lr (model.readout_rank > 0; not in C.4)
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class EncoderTraining:
     temporal_ratio: float = 0.34  # γ_tem: fraction of the window's TRs interpolated (1 of 3)
     alpha: float = 0.5  # text against image weight in L_emb
     weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)  # (L_spa, L_tem, L_emb, conditioning MSE)
+    readout_lr_scale: float = 1.0  # the linear read-out's learning rate / loop.lr (model.readout_rank > 0; not in C.5)
 
 
 def _stage_config(name: str, model: type, train: type) -> type:

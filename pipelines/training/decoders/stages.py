@@ -110,15 +110,32 @@ class Stage:
     def prepare(self, model: torch.nn.Module) -> None:
         """Fit what the model needs from training data before the loop (e.g. a codebook)."""
 
-    def ridge_readout(self, target: Callable[[str], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """The ridge map from :meth:`inputs` to ``target(split)`` as weight (t, p) and bias (t,) on raw inputs.
+    def param_groups(self, model: torch.nn.Module) -> list[dict[str, Any]] | None:
+        """What the loop optimises, as parameter groups with an ``lr_scale`` each (None: every parameter at loop.lr).
 
-        Fitted on the training split with the penalty chosen on validation: the ridge baseline that
-        ``evaluate-decoders`` reports for this stage, which a decoder with a linear read-out starts from.
+        A model with a linear read-out started at the ridge map (``readout_parameters``) trains it at
+        ``train.readout_lr_scale`` times the loop's rate: the rest of the model starts from scratch and needs the
+        full rate, the read-out only refining (README, "Stage-1 decoders").
+        """
+        scale = getattr(self.config.train, "readout_lr_scale", 1.0)
+        readout = model.readout_parameters() if hasattr(model, "readout_parameters") else []
+        if not readout or scale == 1:
+            return None
+        ids = {id(p) for p in readout}
+        return [{"params": [p for p in model.parameters() if id(p) not in ids], "lr_scale": 1.0},
+                {"params": readout, "lr_scale": scale}]  # fmt: skip
+
+    def ridge_readout(self, target: Callable[[str], np.ndarray]) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+        """The ridge map from :meth:`inputs` to ``target(split)`` on raw inputs, as factors and bias
+        (:meth:`RidgeBaseline.factors`: weight (t, p) = left (t, n) @ right (n, p); bias (t,)).
+
+        Fitted on the training split with the penalty chosen on validation, as the ridge baseline that
+        ``evaluate-decoders`` reports for this stage (for the flow stage that baseline also reads a thumbnail of the
+        first frame; this map reads the fMRI window alone). A decoder with a linear read-out starts from it.
         """
         x, y = ({s: flat(s) for s in ("train", "val")} for flat in (self.inputs, target))
         x, y = ({s: a[s].reshape(len(a[s]), -1) for s in a} for a in (x, y))
-        return fit_ridge(x["train"], y["train"], x["val"], y["val"]).linear()
+        return fit_ridge(x["train"], y["train"], x["val"], y["val"]).factors()
 
     def sample_batch(self, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
         index = np.sort(rng.choice(self.n_train, size=min(self.config.loop.batch_size, self.n_train), replace=False))
@@ -372,8 +389,11 @@ class FlowStage(Stage):
         return FlowDecoder(model)
 
     def prepare(self, model: FlowDecoder) -> None:
+        """Fit the codebook on training flows; with ``readout_rank``, start the linear flow at the ridge map."""
         vectors = self.train_split.flows.transpose(0, 1, 3, 4, 2).reshape(-1, 2)
         model.codebook.fit(vectors, seed=self.config.loop.seed, max_vectors=self.config.train.codebook_vectors)
+        if model.config.readout_rank:
+            model.set_readout(*self.ridge_readout(lambda split: self.data.splits[split].flows))
 
     def inputs(self, split: str) -> np.ndarray:
         return self.data.splits[split].fmri

@@ -73,7 +73,14 @@ def train_stage(
     runner.prepare(model)
     workdir = Path(workdir) if workdir is not None else Path(out) / ".checkpoints"
     model, result = train(
-        stage, model, runner.sample_batch, runner.loss, runner.validate, settings.loop, workdir / f"{stage}-{run_hash}"
+        stage,
+        model,
+        runner.sample_batch,
+        runner.loss,
+        runner.validate,
+        settings.loop,
+        workdir / f"{stage}-{run_hash}",
+        params=runner.param_groups(model),
     )
     meta = {
         **identity,

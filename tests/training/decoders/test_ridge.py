@@ -62,6 +62,17 @@ def test_linear_is_the_fitted_map_on_raw_inputs():
     )
 
 
+def test_factors_multiply_to_the_linear_map():
+    (x, y), (x_val, y_val), (x_test, _) = linear_problem(10, 40, noise=0.3)
+    model = fit_ridge(x, y, x_val, y_val, alphas=(3.0,), relative=False)
+    (left, right), bias = model.factors()
+    weight, expected_bias = model.linear()
+    assert left.shape == (3, 10) and right.shape == (10, 40)  # rank at most the number of training samples
+    np.testing.assert_allclose(left @ right, weight, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(bias, expected_bias, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(x_test @ (left @ right).T + bias, model.predict(x_test), rtol=1e-9, atol=1e-9)
+
+
 def test_relative_penalty_is_a_multiple_of_the_number_of_standardised_features():
     # trace(Z Zᵀ) / n = p for standardised columns, so the mean kernel eigenvalue is p: α_rel = 0.5 ↔ α = 0.5 p
     (x, y), (x_val, y_val), (x_test, _) = linear_problem(12, 30, noise=0.3)

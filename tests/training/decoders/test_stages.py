@@ -121,3 +121,39 @@ def test_encoder_readout_starts_at_the_ridge_baseline_on_the_window(tiny_config,
     model.eval()
     got = stage.embed(model, stage.inputs("test"))
     np.testing.assert_allclose(got, ridge.predict(window["test"]), rtol=1e-3, atol=1e-4)
+
+
+def test_flow_readout_starts_at_the_ridge_baseline_on_the_window(tiny_config, tiny_decoder_data):
+    data = tiny_decoder_data
+    settings = tiny_config.stages["flow"]
+    settings = replace(settings, model=replace(settings.model, readout_rank=len(data.splits["train"])))
+    stage = make_stage("flow", settings, data)
+    torch.manual_seed(0)
+    model = stage.build()
+    stage.prepare(model)
+    assert model.codebook.is_fitted
+    window = {s: stage.inputs(s).reshape(len(stage.inputs(s)), -1) for s in ("train", "val", "test")}
+    flows = {s: data.splits[s].flows.reshape(len(data.splits[s].flows), -1) for s in ("train", "val")}
+    ridge = fit_ridge(window["train"], flows["train"], window["val"], flows["val"])
+    with torch.no_grad():
+        got = model.linear_flow(torch.from_numpy(stage.inputs("test").astype(np.float32))).numpy()
+    np.testing.assert_allclose(got.reshape(len(got), -1), ridge.predict(window["test"]), rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["flow", "fmri-encoder"])
+def test_the_readout_learns_at_its_lr_scale(tiny_config, tiny_decoder_data, name):
+    settings = tiny_config.stages[name]
+    scaled = replace(settings, model=replace(settings.model, readout_rank=2),
+                     train=replace(settings.train, readout_lr_scale=0.1))  # fmt: skip
+    stage = make_stage(name, scaled, tiny_decoder_data)
+    model = stage.build()
+    rest, readout = stage.param_groups(model)
+    assert readout["lr_scale"] == 0.1 and rest["lr_scale"] == 1.0
+    assert [id(p) for p in readout["params"]] == [id(p) for p in model.readout_parameters()]
+    assert sorted(id(p) for p in rest["params"] + readout["params"]) == sorted(id(p) for p in model.parameters())
+    # the same rate for all, or no read-out: one group, every parameter at loop.lr
+    full = replace(scaled, train=replace(scaled.train, readout_lr_scale=1.0))
+    assert make_stage(name, full, tiny_decoder_data).param_groups(model) is None
+    plain = make_stage(name, replace(scaled, model=replace(scaled.model, readout_rank=0)), tiny_decoder_data)
+    assert plain.param_groups(plain.build()) is None
+    assert make_stage("structure", tiny_config.stages["structure"], tiny_decoder_data).param_groups(model) is None
