@@ -116,8 +116,15 @@ class Stage:
         A model with a linear read-out started at the ridge map (``readout_parameters``) trains it at
         ``train.readout_lr_scale`` times the loop's rate: the rest of the model starts from scratch and needs the
         full rate, the read-out only refining (README, "Stage-1 decoders").
+
+        Raises
+        ------
+        ValueError
+            If ``train.readout_lr_scale`` is not a positive number.
         """
         scale = getattr(self.config.train, "readout_lr_scale", 1.0)
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+            raise ValueError(f"{self.name}.train.readout_lr_scale: expected a positive number, got {scale!r}.")
         readout = model.readout_parameters() if hasattr(model, "readout_parameters") else []
         if not readout or scale == 1:
             return None

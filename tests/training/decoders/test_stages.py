@@ -157,3 +157,13 @@ def test_the_readout_learns_at_its_lr_scale(tiny_config, tiny_decoder_data, name
     plain = make_stage(name, replace(scaled, model=replace(scaled.model, readout_rank=0)), tiny_decoder_data)
     assert plain.param_groups(plain.build()) is None
     assert make_stage("structure", tiny_config.stages["structure"], tiny_decoder_data).param_groups(model) is None
+
+
+@pytest.mark.parametrize("scale", [0.0, -0.5, True])
+def test_a_bad_readout_lr_scale_is_refused_by_name(tiny_config, tiny_decoder_data, scale):
+    settings = tiny_config.stages["flow"]
+    stage = make_stage(
+        "flow", replace(settings, train=replace(settings.train, readout_lr_scale=scale)), tiny_decoder_data
+    )
+    with pytest.raises(ValueError, match=f"flow.train.readout_lr_scale: expected a positive number, got {scale!r}"):
+        stage.param_groups(stage.build())
