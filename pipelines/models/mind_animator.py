@@ -338,29 +338,34 @@ def set_low_rank(first: nn.Linear, out: nn.Linear, weight, bias) -> None:
         out.bias.copy_(torch.from_numpy(bias))
 
 
-def _product(factors) -> np.ndarray:
-    """The map (left @ right) of a pair of factors."""
-    if len(factors) != 2:
-        raise ValueError(f"set_readout: expected a pair of factors (left, right), got {len(factors)} arrays.")
-    left, right = (np.asarray(a, np.float64) for a in factors)
-    if left.ndim != 2 or right.ndim != 2 or left.shape[1] != right.shape[0]:
+def _factors(pair, n_out: int | str = "n_out", n_in: int | str = "n_in") -> tuple[np.ndarray, np.ndarray]:
+    """A pair of factors (left (n_out, k), right (k, n_in)) as float64 arrays, checked (a size given as a name is
+    free)."""
+    if len(pair) != 2:
+        raise ValueError(f"set_readout: expected a pair of factors (left, right), got {len(pair)} arrays.")
+    left, right = (np.asarray(a, np.float64) for a in pair)
+    fits = left.ndim == 2 and right.ndim == 2 and left.shape[1] == right.shape[0]
+    if fits and isinstance(n_out, int):
+        fits = left.shape[0] == n_out
+    if fits and isinstance(n_in, int):
+        fits = right.shape[1] == n_in
+    if not fits:
         raise ValueError(
-            f"set_readout: expected factors of shapes (n_out, k) and (k, n_in), got {left.shape} and {right.shape}."
+            f"set_readout: expected factors of shapes ({n_out}, k) and (k, {n_in}), got {left.shape} and {right.shape}."
         )
+    return left, right
+
+
+def _product(pair) -> np.ndarray:
+    """The map (left @ right) of a pair of factors."""
+    left, right = _factors(pair)
     return left @ right
 
 
 def _svd(weight, n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Thin SVD (U, S, Vᵀ) of a map (n_out, n_in) given whole or as factors (left (n_out, k), right (k, n_in))."""
     if isinstance(weight, (tuple, list)):
-        if len(weight) != 2:
-            raise ValueError(f"set_readout: expected a pair of factors (left, right), got {len(weight)} arrays.")
-        left, right = (np.asarray(a, np.float64) for a in weight)
-        if left.ndim != 2 or right.ndim != 2 or left.shape[0] != n_out or right.shape != (left.shape[1], n_in):
-            raise ValueError(
-                f"set_readout: expected factors of shapes ({n_out}, k) and (k, {n_in}), got {left.shape} and "
-                f"{right.shape}."
-            )
+        left, right = _factors(weight, n_out, n_in)
         q, r = np.linalg.qr(right.T)  # right = rᵀ qᵀ, q orthonormal columns
         u, s, wt = np.linalg.svd(left @ r.T, full_matrices=False)
         return u, s, wt @ q.T

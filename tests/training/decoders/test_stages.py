@@ -107,36 +107,26 @@ def test_linear_readout_starts_at_the_ridge_baseline(tiny_config, tiny_decoder_d
     np.testing.assert_allclose(got.reshape(len(got), -1), ridge.predict(data.volume("test")), rtol=1e-3, atol=1e-4)
 
 
-def test_encoder_readout_starts_at_the_ridge_baseline_on_the_window(tiny_config, tiny_decoder_data):
+@pytest.mark.parametrize("name", ["fmri-encoder", "flow"])
+def test_window_readout_starts_at_the_ridge_baseline_on_the_window(tiny_config, tiny_decoder_data, name):
     data = tiny_decoder_data
-    settings = tiny_config.stages["fmri-encoder"]
+    settings = tiny_config.stages[name]
     # the ridge map's rank is at most the number of training clips: exactly representable at that rank
     settings = replace(settings, model=replace(settings.model, readout_rank=len(data.splits["train"])))
-    stage = make_stage("fmri-encoder", settings, data)
+    stage = make_stage(name, settings, data)
     torch.manual_seed(0)
     model = stage.build()
     stage.prepare(model)
-    window = {s: stage.inputs(s).reshape(len(stage.inputs(s)), -1) for s in ("train", "val", "test")}
-    ridge = fit_ridge(window["train"], data.splits["train"].text, window["val"], data.splits["val"].text)
+    target = {"fmri-encoder": lambda s: data.splits[s].text, "flow": lambda s: data.splits[s].flows}[name]
+    window, flat = ({s: a(s).reshape(len(a(s)), -1) for s in ("train", "val", "test")} for a in (stage.inputs, target))
+    ridge = fit_ridge(window["train"], flat["train"], window["val"], flat["val"])
     model.eval()
-    got = stage.embed(model, stage.inputs("test"))
-    np.testing.assert_allclose(got, ridge.predict(window["test"]), rtol=1e-3, atol=1e-4)
-
-
-def test_flow_readout_starts_at_the_ridge_baseline_on_the_window(tiny_config, tiny_decoder_data):
-    data = tiny_decoder_data
-    settings = tiny_config.stages["flow"]
-    settings = replace(settings, model=replace(settings.model, readout_rank=len(data.splits["train"])))
-    stage = make_stage("flow", settings, data)
-    torch.manual_seed(0)
-    model = stage.build()
-    stage.prepare(model)
-    assert model.codebook.is_fitted
-    window = {s: stage.inputs(s).reshape(len(stage.inputs(s)), -1) for s in ("train", "val", "test")}
-    flows = {s: data.splits[s].flows.reshape(len(data.splits[s].flows), -1) for s in ("train", "val")}
-    ridge = fit_ridge(window["train"], flows["train"], window["val"], flows["val"])
-    with torch.no_grad():
-        got = model.linear_flow(torch.from_numpy(stage.inputs("test").astype(np.float32))).numpy()
+    if name == "flow":
+        assert model.codebook.is_fitted
+        with torch.no_grad():
+            got = model.linear_flow(torch.from_numpy(stage.inputs("test").astype(np.float32))).numpy()
+    else:
+        got = stage.embed(model, stage.inputs("test"))
     np.testing.assert_allclose(got.reshape(len(got), -1), ridge.predict(window["test"]), rtol=1e-3, atol=1e-4)
 
 
